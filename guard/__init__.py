@@ -1,0 +1,28 @@
+"""trace-guard core: a pure, protobuf-free pipeline that guards a model's reasoning answers."""
+
+__version__ = "0.1.0"
+
+from guard.errors import (  # noqa: E402
+    DeadlineExceededError,
+    EngineError,
+    EngineNotReadyError,
+    GuardError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+)
+from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode  # noqa: E402
+
+__all__ = [
+    "DeadlineExceededError",
+    "Defaults",
+    "EngineError",
+    "EngineNotReadyError",
+    "GuardError",
+    "GuardParams",
+    "ImageInput",
+    "InvalidArgumentError",
+    "Limits",
+    "Mode",
+    "ResourceExhaustedError",
+    "__version__",
+]

@@ -1,0 +1,108 @@
+"""Auxiliary Reasoning Set sources: request, bounded LRU cache, or generation by the served model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+from guard.engine import Engine, SampleSpec
+from guard.params import ImageInput, _canonical
+from guard.prompts import PromptBuilder, ars_json_schema
+from guard.result import ArsSource, PhaseUsage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ArsOutcome:
+    sub_questions: list[str]
+    source: ArsSource
+    error: str = ""
+
+
+def ars_cache_key(question: str, images: Sequence[ImageInput]) -> str:
+    digest = hashlib.sha256(_canonical(question).encode())
+    for image in images:
+        digest.update(b"\x00image\x00")
+        digest.update(hashlib.sha256(image.data).digest())
+    return digest.hexdigest()
+
+
+class ArsCache:
+    """Thread-safe bounded LRU of sub-question lists keyed by (question, images) hash."""
+
+    def __init__(self, max_entries: int = 1024):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> list[str] | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                return None
+            self._entries.move_to_end(key)
+            return list(value)
+
+    def put(self, key: str, sub_questions: Sequence[str]) -> None:
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[key] = tuple(sub_questions)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def clean_sub_questions(candidates: Sequence[object], question: str, max_k: int) -> list[str]:
+    """Keep the usable model-generated sub-questions: strings, non-empty, not the question, no repeats."""
+    main = _canonical(question)
+    seen: set[str] = set()
+    kept: list[str] = []
+    for item in candidates:
+        if not isinstance(item, str):
+            continue
+        text = " ".join(item.split())
+        key = _canonical(text)
+        if len(key) < 3 or key == main or key in seen:
+            continue
+        seen.add(key)
+        kept.append(text)
+        if len(kept) == max_k:
+            break
+    return kept
+
+
+async def generate_ars(
+    engine: Engine,
+    prompts: PromptBuilder,
+    question: str,
+    images: Sequence[object],
+    max_k: int,
+    max_tokens: int,
+    request_id: str,
+    usage: PhaseUsage,
+) -> ArsOutcome:
+    """One greedy call constrained to a JSON schema; any failure yields an empty ARS with the reason."""
+    spec = SampleSpec(n=1, temperature=0.0, max_tokens=max_tokens, json_schema=ars_json_schema(max_k))
+    result = await engine.generate(prompts.ars_prompt(question, max_k, images), spec, request_id)
+    usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens)
+    text = result.completions[0].text if result.completions else ""
+    try:
+        data = json.loads(text)
+        raw = data.get("sub_questions", []) if isinstance(data, dict) else []
+    except json.JSONDecodeError as exc:
+        logger.info("request %s: ARS generation returned invalid JSON (%s)", request_id, exc)
+        return ArsOutcome([], ArsSource.NONE, f"model returned invalid JSON: {exc.msg}")
+    sub_questions = clean_sub_questions(raw if isinstance(raw, list) else [], question, max_k)
+    if not sub_questions:
+        return ArsOutcome([], ArsSource.NONE, "model generated no usable sub-question")
+    return ArsOutcome(sub_questions, ArsSource.MODEL)

@@ -1,0 +1,138 @@
+"""The small engine protocol the guard pipeline is written against, and its value types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from guard.errors import EngineError
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A fully rendered prompt: text (chat template already applied) plus decoded images.
+
+    `images` holds PIL images in the order their placeholders appear in `text`.
+    """
+
+    text: str
+    images: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Sampling knobs for one engine request."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 64
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # Top-k alternatives returned per generated token (0 = only the chosen token's logprob).
+    logprobs: int | None = None
+    # When set, output is constrained to this JSON schema (vLLM structured outputs).
+    json_schema: dict | None = None
+
+
+@dataclass
+class Completion:
+    """One generated sequence."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str | None
+    # Log-probability of each chosen token (empty when logprobs were not requested).
+    token_logprobs: list[float] = field(default_factory=list)
+    # Per position: log-probabilities of the top-k alternatives (DeepConf token confidence).
+    top_logprobs: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationResult:
+    """All completions of one engine request (n of them), plus prompt accounting."""
+
+    completions: list[Completion]
+    prompt_tokens: int
+    cached_prompt_tokens: int = 0
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(c.num_tokens for c in self.completions)
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """Teacher-forced scoring: log P(continuation | context)."""
+
+    context: Prompt
+    continuation: str
+
+
+@dataclass
+class ScoreResult:
+    logprob_sum: float
+    num_tokens: int
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    engine: str
+    max_model_len: int
+    accepts_images: bool
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the guard needs from a model server.
+
+    Every method that takes a `request_id` tags the engine requests it creates with it, so
+    `abort(request_id)` stops all of them. Cancelling the awaiting task also aborts them.
+    Failures raise `EngineError`.
+    """
+
+    async def start(self) -> None:
+        """Load the model; must not block the event loop. Idempotent."""
+
+    @property
+    def ready(self) -> bool:
+        """True once `start` has finished and the engine is healthy."""
+
+    def info(self) -> ModelInfo: ...
+
+    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """Apply the model's chat template to OpenAI-style messages."""
+
+    async def generate(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
+        """One engine request producing `spec.n` completions that share the prompt's prefix."""
+
+    async def generate_many(
+        self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str
+    ) -> list[GenerationResult]:
+        """Submit all prompts at once (one batch for the scheduler); results in input order."""
+
+    async def score(self, items: Sequence[ScoreItem], request_id: str) -> list[ScoreResult]:
+        """Teacher-forced log-likelihoods of all items, submitted at once; results in input order."""
+
+    async def abort(self, request_id: str) -> None:
+        """Abort every engine request created for `request_id`."""
+
+    async def check_health(self) -> None:
+        """Raise EngineError if the engine is dead."""
+
+    async def shutdown(self) -> None: ...
+
+
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineError",
+    "GenerationResult",
+    "ModelInfo",
+    "Prompt",
+    "SampleSpec",
+    "ScoreItem",
+    "ScoreResult",
+]

@@ -1,0 +1,186 @@
+"""One validated, immutable params object per guarded request, plus the server's defaults and limits."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from guard.errors import InvalidArgumentError
+
+
+class Mode(enum.Enum):
+    GUARD = "guard"
+    RAW = "raw"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard bounds on request knobs; a request outside them is INVALID_ARGUMENT."""
+
+    max_num_paths: int = 64
+    max_tokens: int = 2048
+    max_question_chars: int = 8000
+    max_system_prompt_chars: int = 4000
+    max_sub_questions: int = 8
+    max_sub_question_chars: int = 500
+    max_images: int = 4
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_request_id_chars: int = 128
+    max_temperature: float = 2.0
+    max_seed: int = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Values used for knobs a request leaves unset."""
+
+    num_paths: int = 8
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    mode: Mode = Mode.GUARD
+    scorer: str = "trace"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image exactly as the client sent it; decoded and checked by `guard.images`."""
+
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class GuardParams:
+    """Everything one request asks of the guard. Validated once, in `__post_init__`."""
+
+    question: str
+    """The question to answer; non-empty, at most `limits.max_question_chars` characters."""
+    images: tuple[ImageInput, ...] = ()
+    """Inline images, in prompt order."""
+    system_prompt: str = ""
+    """Optional system prompt placed before the question."""
+    sub_questions: tuple[str, ...] = ()
+    """Client-supplied Auxiliary Reasoning Set; empty means cache or model-generated."""
+    num_paths: int = 8
+    """Reasoning paths sampled in one engine request (n)."""
+    temperature: float = 0.7
+    """Sampling temperature for the paths (>= 0)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass for the paths, in (0, 1]."""
+    max_tokens: int = 256
+    """Maximum new tokens per path."""
+    seed: int | None = None
+    """Sampling seed; None for random."""
+    mode: Mode = Mode.GUARD
+    """GUARD samples num_paths and guards; RAW returns one sample in the same envelope."""
+    request_id: str = ""
+    """Caller's id for logs and the response."""
+    return_paths_text: bool = False
+    """Include each path's text in the result."""
+    scorer: str = "trace"
+    """Name of the consistency scorer (see `guard.scorers.SCORERS`)."""
+    limits: Limits = field(default_factory=Limits, repr=False, compare=False)
+    """Bounds the other fields were validated against."""
+
+    def __post_init__(self) -> None:
+        lim = self.limits
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise InvalidArgumentError("question", "must be a non-empty string")
+        if len(self.question) > lim.max_question_chars:
+            raise InvalidArgumentError(
+                "question", f"is {len(self.question)} characters, the limit is {lim.max_question_chars}"
+            )
+        if "\x00" in self.question:
+            raise InvalidArgumentError("question", "must not contain NUL characters")
+        if len(self.system_prompt) > lim.max_system_prompt_chars:
+            raise InvalidArgumentError(
+                "system_prompt",
+                f"is {len(self.system_prompt)} characters, the limit is {lim.max_system_prompt_chars}",
+            )
+        self._check_images()
+        self._check_sub_questions()
+        _check_int("num_paths", self.num_paths, 1, lim.max_num_paths)
+        _check_int("max_tokens", self.max_tokens, 1, lim.max_tokens)
+        _check_float("temperature", self.temperature, 0.0, lim.max_temperature, low_open=False)
+        _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, lim.max_seed)
+        if not isinstance(self.mode, Mode):
+            raise InvalidArgumentError("mode", f"unknown mode {self.mode!r}")
+        if len(self.request_id) > lim.max_request_id_chars:
+            raise InvalidArgumentError("request_id", f"is longer than {lim.max_request_id_chars} characters")
+        if not self.request_id.isprintable():
+            raise InvalidArgumentError("request_id", "must be printable")
+        # Imported here: the scorer registry imports result types that import params.
+        from guard.scorers import SCORERS
+
+        if self.scorer not in SCORERS:
+            raise InvalidArgumentError("scorer", f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
+
+    def _check_images(self) -> None:
+        lim = self.limits
+        if len(self.images) > lim.max_images:
+            raise InvalidArgumentError("images", f"{len(self.images)} images, the limit is {lim.max_images}")
+        for i, image in enumerate(self.images):
+            if not image.data:
+                raise InvalidArgumentError(f"images[{i}].data", "is empty")
+            if len(image.data) > lim.max_image_bytes:
+                raise InvalidArgumentError(
+                    f"images[{i}].data", f"is {len(image.data)} bytes, the limit is {lim.max_image_bytes}"
+                )
+
+    def _check_sub_questions(self) -> None:
+        lim = self.limits
+        if len(self.sub_questions) > lim.max_sub_questions:
+            raise InvalidArgumentError(
+                "sub_questions", f"{len(self.sub_questions)} given, the limit is {lim.max_sub_questions}"
+            )
+        seen: set[str] = set()
+        main = _canonical(self.question)
+        for i, sub in enumerate(self.sub_questions):
+            name = f"sub_questions[{i}]"
+            if not sub.strip():
+                raise InvalidArgumentError(name, "is empty")
+            if len(sub) > lim.max_sub_question_chars:
+                raise InvalidArgumentError(name, f"is longer than {lim.max_sub_question_chars} characters")
+            key = _canonical(sub)
+            if key == main:
+                raise InvalidArgumentError(name, "repeats the main question")
+            if key in seen:
+                raise InvalidArgumentError(name, "duplicates an earlier sub-question")
+            seen.add(key)
+
+    @classmethod
+    def build(cls, *, defaults: Defaults, limits: Limits, **fields: Any) -> "GuardParams":
+        """Fill unset (None) knobs from `defaults`, then validate against `limits`."""
+        for name in ("num_paths", "temperature", "top_p", "max_tokens", "mode", "scorer"):
+            if fields.get(name) is None:
+                fields[name] = getattr(defaults, name)
+        return cls(limits=limits, **fields)
+
+    def with_request_id(self, request_id: str) -> "GuardParams":
+        return replace(self, request_id=request_id)
+
+
+def _canonical(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip("?.! ")
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(name, f"must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise InvalidArgumentError(name, f"must be in [{low}, {high}], got {value}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidArgumentError(name, f"must be a number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        bracket = "(" if low_open else "["
+        raise InvalidArgumentError(name, f"must be in {bracket}{low}, {high}], got {value}")

@@ -1,0 +1,289 @@
+"""The guarded request, end to end: validate, sample paths and obtain the ARS at once, probe, score, decide."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Awaitable, Iterator, TypeVar
+
+from guard.answers import extract_answer, cluster_answers
+from guard.ars import ArsCache, ArsOutcome, ars_cache_key, generate_ars
+from guard.consistency import ArsAnalysis, analyze_ars
+from guard.engine import Engine, GenerationResult, SampleSpec
+from guard.errors import InvalidArgumentError
+from guard.images import decode_images
+from guard.params import Defaults, GuardParams, Limits, Mode
+from guard.policy import Policy, decide
+from guard.probe import probe_paths, score_candidates
+from guard.prompts import PromptBuilder, PromptStyle
+from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage, SubQuestionResult
+from guard.scorers import SCORERS, ScoringInput, select
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Server-wide settings of the pipeline (per-request knobs live in GuardParams)."""
+
+    defaults: Defaults = field(default_factory=Defaults)
+    limits: Limits = field(default_factory=Limits)
+    policy: Policy = field(default_factory=Policy)
+    prompt_style: PromptStyle = PromptStyle.FEWSHOT
+    # Top-k alternatives logged per sampled token, for DeepConf token confidence.
+    logprobs_top_k: int = 5
+    ars_max_tokens: int = 200
+    probe_max_tokens: int = 12
+    ars_cache_entries: int = 1024
+
+
+class _Clock:
+    """Stage timings and the time the pipeline spent blocked on the engine."""
+
+    def __init__(self) -> None:
+        self.timings_ms: dict[str, float] = {}
+        self.engine_wait_ms = 0.0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_ms[name] = self.timings_ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+    async def engine(self, awaitable: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        try:
+            return await awaitable
+        finally:
+            self.engine_wait_ms += (time.perf_counter() - start) * 1e3
+
+
+def _mean_logprob(token_logprobs: list[float]) -> float:
+    return sum(token_logprobs) / len(token_logprobs) if token_logprobs else 0.0
+
+
+class GuardPipeline:
+    def __init__(self, engine: Engine, config: GuardConfig | None = None):
+        self.engine = engine
+        self.config = config or GuardConfig()
+        self.ars_cache = ArsCache(self.config.ars_cache_entries)
+        self.prompts = PromptBuilder(self.config.prompt_style, engine.render_chat)
+
+    async def run(self, params: GuardParams) -> GuardResult:
+        """Guard one request. Cancelling the calling task aborts every engine request it started."""
+        if not params.request_id:
+            params = params.with_request_id(uuid.uuid4().hex)
+        try:
+            return await self._run(params)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.engine.abort(params.request_id))
+            raise
+
+    async def _run(self, params: GuardParams) -> GuardResult:
+        clock = _Clock()
+        rid = params.request_id
+        start = time.perf_counter()
+        with clock.stage("validate"):
+            images = await self._decode_images(params)
+        if params.mode is Mode.RAW:
+            result = await self._raw(params, images, clock)
+        else:
+            result = await self._guard(params, images, clock)
+        clock.timings_ms["total"] = (time.perf_counter() - start) * 1e3
+        result.timings_ms = clock.timings_ms
+        result.engine_wait_ms = clock.engine_wait_ms
+        logger.info(
+            "request %s: mode=%s decision=%s answer=%s confidence=%.3f total_ms=%.0f",
+            rid, params.mode.value, result.decision.value,
+            result.answer.normalized if result.answer else None, result.confidence, clock.timings_ms["total"],
+        )
+        return result
+
+    async def _decode_images(self, params: GuardParams) -> list[object]:
+        if not params.images:
+            return []
+        if not self.engine.info().accepts_images:
+            raise InvalidArgumentError("images", f"model {self.engine.info().name} does not accept images")
+        return await asyncio.to_thread(decode_images, params.images, self.config.limits)
+
+    def _sample_spec(self, params: GuardParams, n: int) -> SampleSpec:
+        return SampleSpec(
+            n=n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            seed=params.seed,
+            stop=self.prompts.path_stop,
+            logprobs=self.config.logprobs_top_k,
+        )
+
+    def _paths(self, params: GuardParams, sampled: GenerationResult) -> list[PathResult]:
+        return [
+            PathResult(
+                index=i,
+                text=c.text,
+                answer=extract_answer(c.text),
+                num_tokens=c.num_tokens,
+                finish_reason=c.finish_reason,
+                mean_token_logprob=_mean_logprob(c.token_logprobs),
+            )
+            for i, c in enumerate(sampled.completions)
+        ]
+
+    async def _raw(self, params: GuardParams, images: list[object], clock: _Clock) -> GuardResult:
+        prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
+        with clock.stage("sample"):
+            sampled = await clock.engine(self.engine.generate(prompt, self._sample_spec(params, 1), params.request_id))
+        with clock.stage("extract"):
+            paths = await asyncio.to_thread(self._paths, params, sampled)
+        path = paths[0]
+        return GuardResult(
+            request_id=params.request_id,
+            mode=Mode.RAW,
+            decision=Decision.RAW,
+            answer=path.answer,
+            # Geometric-mean token probability: the only confidence one sample offers.
+            confidence=math.exp(path.mean_token_logprob) if path.num_tokens else 0.0,
+            model=self.engine.info().name,
+            scorer="",
+            vote_share=1.0 if path.answer else 0.0,
+            paths=paths,
+            usage={"sample": PhaseUsage(sampled.prompt_tokens, sampled.generated_tokens, sampled.cached_prompt_tokens)},
+        )
+
+    async def _obtain_ars(self, params: GuardParams, images: list[object], usage: PhaseUsage) -> ArsOutcome:
+        if params.sub_questions:
+            return ArsOutcome(list(params.sub_questions), ArsSource.REQUEST)
+        key = ars_cache_key(params.question, params.images)
+        cached = self.ars_cache.get(key)
+        if cached is not None:
+            return ArsOutcome(cached, ArsSource.CACHE)
+        outcome = await generate_ars(
+            self.engine, self.prompts, params.question, images,
+            self.config.limits.max_sub_questions, self.config.ars_max_tokens, params.request_id, usage,
+        )
+        if outcome.sub_questions:
+            self.ars_cache.put(key, outcome.sub_questions)
+        return outcome
+
+    async def _guard(self, params: GuardParams, images: list[object], clock: _Clock) -> GuardResult:
+        rid = params.request_id
+        scorer = SCORERS[params.scorer]
+        usage = {"sample": PhaseUsage()}
+        prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
+        # Paths and the ARS are independent: start both now so ARS generation adds no serial latency.
+        sample_task = asyncio.ensure_future(
+            self.engine.generate(prompt, self._sample_spec(params, params.num_paths), rid)
+        )
+        ars_task = None
+        if scorer.uses_ars:
+            usage["ars"] = PhaseUsage()
+            ars_task = asyncio.ensure_future(self._timed_ars(params, images, usage["ars"], clock))
+        try:
+            with clock.stage("sample"):
+                sampled = await clock.engine(sample_task)
+            usage["sample"].add(sampled.prompt_tokens, sampled.generated_tokens, sampled.cached_prompt_tokens)
+            with clock.stage("extract"):
+                paths = await asyncio.to_thread(self._paths, params, sampled)
+            ars_outcome = await clock.engine(ars_task) if ars_task is not None else None
+        except BaseException:
+            for task in (sample_task, ars_task):
+                if task is not None:
+                    task.cancel()
+            raise
+
+        analysis = None
+        notes: list[str] = []
+        if ars_outcome is not None and ars_outcome.sub_questions:
+            analysis = await self._probe_and_score(params, images, paths, ars_outcome.sub_questions, usage, clock)
+        with clock.stage("decide"):
+            top_logprobs = [c.top_logprobs for c in sampled.completions]
+            result = self._decide(params, paths, top_logprobs, analysis, usage, notes)
+        if ars_outcome is not None:
+            result.ars_source = ars_outcome.source if analysis is not None else ArsSource.NONE
+            result.ars_error = ars_outcome.error
+        return result
+
+    async def _timed_ars(self, params, images, usage: PhaseUsage, clock: _Clock) -> ArsOutcome:
+        start = time.perf_counter()
+        try:
+            return await self._obtain_ars(params, images, usage)
+        finally:
+            # Runs concurrently with sampling, so it is a timing of its own, not part of "sample".
+            clock.timings_ms["ars"] = (time.perf_counter() - start) * 1e3
+
+    async def _probe_and_score(
+        self, params: GuardParams, images, paths: list[PathResult], sub_questions: list[str],
+        usage: dict[str, PhaseUsage], clock: _Clock,
+    ) -> ArsAnalysis:
+        usage["probe"] = PhaseUsage()
+        usage["score"] = PhaseUsage()
+        with clock.stage("probe"):
+            probes = await clock.engine(
+                probe_paths(
+                    self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
+                    system_prompt=params.system_prompt, images=images, max_tokens=self.config.probe_max_tokens,
+                    request_id=params.request_id, usage=usage["probe"],
+                )
+            )
+        with clock.stage("score"):
+            soft = await clock.engine(
+                score_candidates(self.engine, self.prompts, probes, request_id=params.request_id, usage=usage["score"])
+            )
+        return analyze_ars(sub_questions, probes.answers, soft, ffs_threshold=self.config.policy.ffs_agreement)
+
+    def _decide(
+        self, params: GuardParams, paths: list[PathResult], top_logprobs: list[list[list[float]]],
+        analysis: ArsAnalysis | None, usage: dict[str, PhaseUsage], notes: list[str],
+    ) -> GuardResult:
+        answers = [p.answer for p in paths]
+        clusters = cluster_answers(answers)
+        inp = ScoringInput(answers=answers, clusters=clusters, top_logprobs=top_logprobs, ars=analysis)
+        scorer = SCORERS[params.scorer]
+        selection = select(scorer, inp)
+        winner_paths = list(clusters[selection.winner]) if selection.winner is not None else []
+        verdict = decide(selection, analysis, winner_paths, params.scorer, self.config.policy)
+        for p in paths:
+            p.score = selection.path_weights[p.index]
+            p.in_winning_cluster = p.index in winner_paths
+            if analysis is not None:
+                p.support = analysis.support[p.index]
+                p.first_failure_step = analysis.first_failure_step[p.index]
+        table = []
+        if analysis is not None:
+            table = [
+                SubQuestionResult(
+                    sub_question=analysis.sub_questions[k],
+                    modal_answer=analysis.modal[k],
+                    agreement=analysis.agreement[k],
+                    soft_agreement=analysis.soft_agreement[k],
+                    path_answers=analysis.path_answers[k],
+                )
+                for k in range(len(analysis.sub_questions))
+            ]
+        winner_answer = paths[winner_paths[0]].answer if winner_paths else None
+        return GuardResult(
+            request_id=params.request_id,
+            mode=Mode.GUARD,
+            decision=verdict.decision,
+            answer=winner_answer,
+            confidence=selection.confidence,
+            model=self.engine.info().name,
+            scorer=params.scorer,
+            abstain_reason=verdict.abstain_reason,
+            region=verdict.region,
+            vote_share=selection.vote_share,
+            threshold=verdict.threshold,
+            paths=paths,
+            sub_questions=table,
+            usage=usage,
+            notes=notes,
+        )

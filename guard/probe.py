@@ -1,0 +1,119 @@
+"""Batched probing of every path with every sub-question, and batched teacher-forced scoring of candidates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from guard.answers import normalize_answer
+from guard.consistency import SoftAnswer
+from guard.engine import Engine, Prompt, SampleSpec, ScoreItem
+from guard.prompts import PromptBuilder
+from guard.result import PhaseUsage
+
+
+@dataclass
+class ProbeOutcome:
+    prompts: list[list[Prompt]]  # [k][i]
+    # answers[k][i]: normalised short answer ("" when none could be read).
+    answers: list[list[str]]
+    # surface[k][normalised]: the first raw form seen, used as the continuation when scoring.
+    surface: list[dict[str, str]]
+
+
+def _short(raw: str) -> str:
+    # Probes are asked for a short value; keep the first line, drop a trailing period.
+    line = raw.strip().splitlines()[0] if raw.strip() else ""
+    return line.strip().rstrip(".").strip()
+
+
+async def probe_paths(
+    engine: Engine,
+    prompts: PromptBuilder,
+    question: str,
+    path_texts: Sequence[str],
+    sub_questions: Sequence[str],
+    *,
+    system_prompt: str,
+    images: Sequence[object],
+    max_tokens: int,
+    request_id: str,
+    usage: PhaseUsage,
+) -> ProbeOutcome:
+    """Ask every sub-question of every path in one batch (N x K short greedy completions)."""
+    grid = [
+        [prompts.probe_prompt(question, text, sub, system_prompt, images) for text in path_texts]
+        for sub in sub_questions
+    ]
+    flat = [p for row in grid for p in row]
+    spec = SampleSpec(n=1, temperature=0.0, max_tokens=max_tokens, stop=prompts.probe_stop)
+    results = await engine.generate_many(flat, spec, request_id)
+    answers: list[list[str]] = []
+    surface: list[dict[str, str]] = []
+    num_paths = len(path_texts)
+    for k in range(len(sub_questions)):
+        row: list[str] = []
+        forms: dict[str, str] = {}
+        for i in range(num_paths):
+            result = results[k * num_paths + i]
+            usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens)
+            short = _short(result.completions[0].text) if result.completions else ""
+            answer = normalize_answer(short) if short else None
+            norm = answer.normalized if answer is not None else ""
+            row.append(norm)
+            if norm and norm not in forms:
+                forms[norm] = short
+        answers.append(row)
+        surface.append(forms)
+    return ProbeOutcome(grid, answers, surface)
+
+
+async def score_candidates(
+    engine: Engine,
+    prompts: PromptBuilder,
+    probes: ProbeOutcome,
+    *,
+    request_id: str,
+    usage: PhaseUsage,
+    max_candidates: int = 4,
+) -> list[list[SoftAnswer | None]]:
+    """Soft answer distribution of every path on every sub-question, from one batch of scorings.
+
+    For sub-question k the distinct probe answers (the `max_candidates` most common) are the
+    candidates; each is scored under each path's probe prompt, and a softmax over the candidates'
+    log-likelihoods gives the path's distribution.
+    """
+    items: list[ScoreItem] = []
+    index: list[tuple[int, int, str]] = []
+    for k, row in enumerate(probes.answers):
+        counts: dict[str, int] = {}
+        for a in row:
+            if a:
+                counts[a] = counts.get(a, 0) + 1
+        candidates = sorted(counts, key=lambda a: -counts[a])[:max_candidates]
+        if len(candidates) < 2:
+            continue  # one candidate: the distribution is trivially all on it
+        for i, prompt in enumerate(probes.prompts[k]):
+            for cand in candidates:
+                items.append(ScoreItem(prompt, prompts.continuation_prefix + probes.surface[k][cand]))
+                index.append((k, i, cand))
+    soft: list[list[SoftAnswer | None]] = [[None] * len(row) for row in probes.answers]
+    for k, row in enumerate(probes.answers):
+        present = {a for a in row if a}
+        if len(present) == 1:
+            (only,) = present
+            soft[k] = [{only: 1.0} for _ in row]
+    if not items:
+        return soft
+    scores = await engine.score(items, request_id)
+    logits: dict[tuple[int, int], dict[str, float]] = {}
+    for (k, i, cand), score in zip(index, scores):
+        usage.add(score.prompt_tokens, 0)
+        logits.setdefault((k, i), {})[cand] = score.logprob_sum
+    for (k, i), by_cand in logits.items():
+        top = max(by_cand.values())
+        exp = {c: math.exp(v - top) for c, v in by_cand.items()}
+        total = sum(exp.values())
+        soft[k][i] = {c: v / total for c, v in exp.items()}
+    return soft

@@ -1,0 +1,99 @@
+"""Typed outcome of one guarded request: decision, answer, per-path and per-sub-question results, stats."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from guard.answers import Answer
+from guard.params import Mode
+
+
+class Decision(enum.Enum):
+    ACCEPT = "accept"
+    ABSTAIN = "abstain"
+    RAW = "raw"
+
+
+class AbstainReason(enum.Enum):
+    NO_ANSWER = "no_answer"
+    LOW_CONFIDENCE = "low_confidence"
+    SILENT_FAILURE = "silent_failure"
+    TIE = "tie"
+
+
+class Region(enum.Enum):
+    RELIABLE = "reliable"
+    SILENT_RISK = "silent_risk"
+    UNCERTAIN = "uncertain"
+    NO_ANSWER = "no_answer"
+
+
+class ArsSource(enum.Enum):
+    NONE = "none"
+    REQUEST = "request"
+    CACHE = "cache"
+    MODEL = "model"
+
+
+@dataclass
+class PathResult:
+    index: int
+    text: str
+    answer: Answer | None
+    num_tokens: int
+    finish_reason: str | None
+    mean_token_logprob: float = 0.0
+    # Weight of this path under the scorer used.
+    score: float = 0.0
+    # ARS support in [0, 1] (1.0 when no ARS was used).
+    support: float = 1.0
+    # 1-based First Failure Step; None when the path never departs from a well-supported mode.
+    first_failure_step: int | None = None
+    in_winning_cluster: bool = False
+
+
+@dataclass
+class SubQuestionResult:
+    sub_question: str
+    modal_answer: str
+    agreement: float
+    soft_agreement: float
+    # Each path's normalised answer ("" when unanswered), in path order.
+    path_answers: list[str]
+
+
+@dataclass
+class PhaseUsage:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+    def add(self, prompt_tokens: int, generated_tokens: int, cached_prompt_tokens: int = 0) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.generated_tokens += generated_tokens
+        self.cached_prompt_tokens += cached_prompt_tokens
+
+
+@dataclass
+class GuardResult:
+    request_id: str
+    mode: Mode
+    decision: Decision
+    answer: Answer | None
+    confidence: float
+    model: str
+    scorer: str
+    abstain_reason: AbstainReason | None = None
+    region: Region | None = None
+    vote_share: float = 0.0
+    threshold: float = 0.0
+    paths: list[PathResult] = field(default_factory=list)
+    sub_questions: list[SubQuestionResult] = field(default_factory=list)
+    ars_source: ArsSource = ArsSource.NONE
+    ars_error: str = ""
+    usage: dict[str, PhaseUsage] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    # Wall time spent awaiting the engine; total minus this is the guard's own overhead.
+    engine_wait_ms: float = 0.0
+    notes: list[str] = field(default_factory=list)

@@ -1,0 +1,153 @@
+"""Assembles and runs the sidecar: gRPC server, health and reflection, metrics endpoint, engine lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from guard.engine import Engine
+from guard.errors import EngineError
+from guard.pipeline import GuardConfig, GuardPipeline
+from server.admission import Admission
+from server.interceptors import ErrorInterceptor
+from server.metrics import GuardMetrics
+from server.pb import guard_pb2, guard_pb2_grpc
+from server.servicer import GuardServicer
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # None: no metrics endpoint; 0: a free port.
+    metrics_port: int | None = 9464
+    max_concurrent_requests: int = 8
+    max_queued_requests: int = 64
+    grace_seconds: float = 30.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    health_check_interval_seconds: float = 5.0
+    # Written once the ports are bound: {"port": ..., "metrics_port": ...} (for scripts and tests).
+    port_file: str | None = None
+
+
+class GuardServer:
+    def __init__(self, engine: Engine, config: GuardConfig, options: ServerOptions, metrics: GuardMetrics | None = None):
+        self.engine = engine
+        self.options = options
+        self.metrics = metrics or GuardMetrics()
+        self.pipeline = GuardPipeline(engine, config)
+        self.admission = Admission(options.max_concurrent_requests, options.max_queued_requests)
+        self.servicer = GuardServicer(self.pipeline, self.metrics, self.admission)
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.engine_failed: BaseException | None = None
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+        self.metrics.engine_ready.set(1 if serving else 0)
+
+    async def start(self) -> None:
+        """Bind and serve at once (health NOT_SERVING), then load the engine in the background."""
+        opts = self.options
+        self._server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(self.metrics)],
+            options=[
+                ("grpc.max_receive_message_length", opts.max_message_bytes),
+                ("grpc.max_send_message_length", opts.max_message_bytes),
+            ],
+        )
+        guard_pb2_grpc.add_GuardServiceServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {opts.host}:{opts.port}")
+        await self._set_serving(False)
+        await self._server.start()
+        if opts.metrics_port is not None:
+            self._metrics_http, _ = start_http_server(opts.metrics_port, addr=opts.host, registry=self.metrics.registry)
+            self.metrics_port = self._metrics_http.server_address[1]
+        logger.info("gRPC on %s:%s, metrics on %s", opts.host, self.port, self.metrics_port)
+        if opts.port_file:
+            Path(opts.port_file).write_text(json.dumps({"port": self.port, "metrics_port": self.metrics_port}))
+        self._tasks.append(asyncio.create_task(self._start_engine()))
+
+    async def _start_engine(self) -> None:
+        try:
+            await self.engine.start()
+        except Exception as exc:  # noqa: BLE001 - reported, then the server stops
+            logger.exception("engine failed to start")
+            self.engine_failed = exc
+            self._stopped.set()
+            return
+        await self._set_serving(True)
+        logger.info("engine ready: %s", self.engine.info())
+        self._tasks.append(asyncio.create_task(self._watch_engine()))
+
+    async def _watch_engine(self) -> None:
+        healthy = True
+        while True:
+            await asyncio.sleep(self.options.health_check_interval_seconds)
+            try:
+                await self.engine.check_health()
+                ok = True
+            except EngineError as exc:
+                if healthy:
+                    logger.error("engine unhealthy: %s", exc)
+                ok = False
+            if ok != healthy and not self.servicer.draining:
+                await self._set_serving(ok)
+            healthy = ok
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
+        if self._server is None:
+            return
+        grace = self.options.grace_seconds if grace is None else grace
+        self.servicer.draining = True
+        await self._set_serving(False)
+        for task in self._tasks:
+            task.cancel()
+        await self._server.stop(grace)
+        await self.engine.shutdown()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        self._server = None
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT (then drain) or until the engine fails to start."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        waiters = [asyncio.create_task(stop_requested.wait()), asyncio.create_task(self._stopped.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        logger.info("shutting down (grace %.0fs)", self.options.grace_seconds)
+        await self.stop()
+        if self.engine_failed is not None:
+            raise SystemExit(f"engine failed to start: {self.engine_failed}")

@@ -1,0 +1,241 @@
+"""The `trace-guard` command: serve the sidecar, ask it a question, show its info, fetch the default model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import mimetypes
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_ADDRESS = os.environ.get("TRACE_GUARD_ADDRESS", "127.0.0.1:50051")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from guard.params import Defaults, Limits, Mode
+    from guard.pipeline import GuardConfig
+    from guard.policy import Policy
+    from guard.prompts import PromptStyle
+    from server.app import GuardServer, ServerOptions
+
+    model = args.model or os.environ.get("TRACE_GUARD_MODEL")
+    if not model:
+        from server.model_store import ensure_default_model
+
+        model = str(ensure_default_model())
+    from guard.engine.vllm_engine import VllmEngine
+
+    engine = VllmEngine(model, max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager)
+    config = GuardConfig(
+        defaults=Defaults(
+            num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
+            max_tokens=args.max_tokens, mode=Mode(args.mode), scorer=args.scorer,
+        ),
+        limits=Limits(max_num_paths=args.max_num_paths),
+        policy=Policy.load(args.policy) if args.policy else Policy(),
+        prompt_style=PromptStyle(args.prompt_style),
+    )
+    options = ServerOptions(
+        host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        max_concurrent_requests=args.max_concurrent, max_queued_requests=args.max_queued,
+        grace_seconds=args.grace_seconds, port_file=args.port_file,
+    )
+
+    async def main() -> None:
+        server = GuardServer(engine, config, options)
+        await server.start()
+        await server.serve_forever()
+
+    asyncio.run(main())
+    return 0
+
+
+def _channel(address: str):
+    import grpc
+
+    return grpc.insecure_channel(address)
+
+
+def _read_image(path: str):
+    from server.pb import guard_pb2 as pb
+
+    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return pb.Image(data=Path(path).read_bytes(), mime_type=mime)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from server.pb import guard_pb2 as pb
+    from server.pb import guard_pb2_grpc
+
+    req = pb.GuardRequest(
+        question=args.question,
+        images=[_read_image(p) for p in args.image],
+        sub_questions=args.sub_question,
+        mode=pb.MODE_RAW if args.raw else pb.MODE_UNSPECIFIED,
+        return_paths_text=args.show_paths,
+        scorer=args.scorer or "",
+        system_prompt=args.system_prompt or "",
+    )
+    for name in ("paths", "temperature", "max_tokens", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(req, "num_paths" if name == "paths" else name, value)
+    with _channel(args.address) as channel:
+        stub = guard_pb2_grpc.GuardServiceStub(channel)
+        try:
+            resp = stub.Guard(req, timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json_format.MessageToJson(resp, preserving_proto_field_name=True))
+    else:
+        print(format_response(resp, show_paths=args.show_paths))
+    return 0
+
+
+def format_response(resp, show_paths: bool = False) -> str:
+    """A human-readable rendering of a GuardResponse."""
+    from server.pb import guard_pb2 as pb
+
+    decision = pb.Decision.Name(resp.decision).removeprefix("DECISION_")
+    lines = []
+    answer = resp.answer.normalized if resp.HasField("answer") else "(none)"
+    head = f"{decision}  answer={answer}  confidence={resp.confidence:.2f}"
+    if resp.decision == pb.DECISION_ABSTAIN:
+        head += f"  reason={pb.AbstainReason.Name(resp.abstain_reason).removeprefix('ABSTAIN_REASON_')}"
+    lines.append(head)
+    if resp.decision != pb.DECISION_RAW:
+        lines.append(
+            f"region={pb.Region.Name(resp.region).removeprefix('REGION_')}  scorer={resp.scorer}  "
+            f"vote_share={resp.vote_share:.2f}  threshold={resp.threshold:.2f}  "
+            f"ars={pb.ArsSource.Name(resp.ars_source).removeprefix('ARS_SOURCE_')}"
+            + (f" ({resp.ars_error})" if resp.ars_error else "")
+        )
+    lines.append(f"model={resp.model}  request_id={resp.request_id}")
+    lines.append("")
+    lines.append(f"{'path':>4}  {'answer':<14} {'score':>6} {'support':>7} {'FFS':>4} {'tokens':>6}  win")
+    for p in resp.paths:
+        ans = p.answer.normalized if p.HasField("answer") else "-"
+        ffs = str(p.first_failure_step) if p.first_failure_step else "-"
+        lines.append(
+            f"{p.index:>4}  {ans[:14]:<14} {p.score:>6.2f} {p.support:>7.2f} {ffs:>4} {p.num_tokens:>6}  "
+            + ("*" if p.in_winning_cluster else "")
+        )
+        if show_paths and p.text:
+            lines.extend("        | " + t for t in p.text.strip().splitlines())
+    if resp.sub_questions:
+        lines.append("")
+        lines.append("Auxiliary Reasoning Set:")
+        lines.append(f"{'#':>3}  {'mode':<10} {'agree':>5} {'soft':>5}  sub-question / per-path answers")
+        for k, row in enumerate(resp.sub_questions, 1):
+            lines.append(f"{k:>3}  {row.modal_answer[:10]:<10} {row.agreement:>5.2f} {row.soft_agreement:>5.2f}  {row.sub_question}")
+            lines.append(f"{'':>28}[{', '.join(a or '-' for a in row.path_answers)}]")
+    lines.append("")
+    lines.append("timings (ms): " + "  ".join(f"{t.stage}={t.duration_ms:.0f}" for t in resp.timings))
+    lines.append(
+        "tokens: "
+        + "  ".join(f"{u.phase}={u.prompt_tokens}p/{u.generated_tokens}g/{u.cached_prompt_tokens}c" for u in resp.usage)
+    )
+    for note in resp.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from server.pb import guard_pb2 as pb
+    from server.pb import guard_pb2_grpc
+
+    with _channel(args.address) as channel:
+        try:
+            resp = guard_pb2_grpc.GuardServiceStub(channel).GetInfo(pb.GetInfoRequest(), timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(json_format.MessageToJson(resp, preserving_proto_field_name=True))
+    return 0
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    from server.model_store import ensure_default_model
+
+    print(ensure_default_model(Path(args.dir) if args.dir else None))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trace-guard", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("TRACE_GUARD_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gRPC sidecar on the embedded vLLM engine")
+    s.add_argument("--model", help="local HF model directory (default: $TRACE_GUARD_MODEL or the default model)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=50051, help="gRPC port (0: a free port)")
+    s.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port (0: a free port, -1: off)")
+    s.add_argument("--port-file", help="write the bound ports as JSON to this file")
+    s.add_argument("--num-paths", type=int, default=8)
+    s.add_argument("--max-num-paths", type=int, default=64)
+    s.add_argument("--temperature", type=float, default=0.7)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--max-tokens", type=int, default=256)
+    s.add_argument("--mode", choices=["guard", "raw"], default="guard")
+    s.add_argument("--scorer", choices=["majority", "deepconf", "trace"], default="trace")
+    s.add_argument("--policy", help="policy JSON file (from `trace-guard calibrate`)")
+    s.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot",
+                   help="fewshot completion prompt (best for small models) or the model's chat template")
+    s.add_argument("--max-model-len", type=int, default=2048)
+    s.add_argument("--no-enforce-eager", action="store_true", help="allow torch.compile / CUDA graphs (slow start)")
+    s.add_argument("--max-concurrent", type=int, default=8, help="requests processed at once")
+    s.add_argument("--max-queued", type=int, default=64, help="requests waiting before RESOURCE_EXHAUSTED")
+    s.add_argument("--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM")
+    s.set_defaults(func=_serve)
+
+    a = sub.add_parser("ask", help="send one question to a running sidecar")
+    a.add_argument("question")
+    a.add_argument("--address", default=DEFAULT_ADDRESS, help="sidecar address (default: %(default)s)")
+    a.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    a.add_argument("--sub-question", action="append", default=[], help="sub-question of the ARS (repeatable)")
+    a.add_argument("--paths", type=int, help="number of reasoning paths")
+    a.add_argument("--temperature", type=float)
+    a.add_argument("--max-tokens", type=int)
+    a.add_argument("--seed", type=int)
+    a.add_argument("--scorer", choices=["majority", "deepconf", "trace"])
+    a.add_argument("--system-prompt")
+    a.add_argument("--raw", action="store_true", help="one unguarded sample (the A/B baseline)")
+    a.add_argument("--show-paths", action="store_true", help="print each path's text")
+    a.add_argument("--json", action="store_true", help="print the response as JSON")
+    a.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
+    a.set_defaults(func=_ask)
+
+    i = sub.add_parser("info", help="show the sidecar's model, defaults and limits")
+    i.add_argument("--address", default=DEFAULT_ADDRESS)
+    i.add_argument("--timeout", type=float, default=10.0)
+    i.set_defaults(func=_info)
+
+    f = sub.add_parser("fetch-model", help="fetch and convert the default model (SmolLM2-135M-Instruct)")
+    f.add_argument("--dir", help="target directory (default: models/SmolLM2-135M-Instruct)")
+    f.set_defaults(func=_fetch_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

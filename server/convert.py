@@ -1,0 +1,121 @@
+"""Conversion between generated protobuf messages and the guard's own types (the only place both meet)."""
+
+from __future__ import annotations
+
+from guard.answers import Answer
+from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode
+from guard.result import AbstainReason, ArsSource, Decision, GuardResult, Region
+from server.pb import guard_pb2 as pb
+
+_MODE_FROM_PB = {pb.MODE_GUARD: Mode.GUARD, pb.MODE_RAW: Mode.RAW}
+MODE_TO_PB = {Mode.GUARD: pb.MODE_GUARD, Mode.RAW: pb.MODE_RAW}
+_DECISION_TO_PB = {Decision.ACCEPT: pb.DECISION_ACCEPT, Decision.ABSTAIN: pb.DECISION_ABSTAIN, Decision.RAW: pb.DECISION_RAW}
+_REASON_TO_PB = {
+    None: pb.ABSTAIN_REASON_UNSPECIFIED,
+    AbstainReason.NO_ANSWER: pb.ABSTAIN_REASON_NO_ANSWER,
+    AbstainReason.LOW_CONFIDENCE: pb.ABSTAIN_REASON_LOW_CONFIDENCE,
+    AbstainReason.SILENT_FAILURE: pb.ABSTAIN_REASON_SILENT_FAILURE,
+    AbstainReason.TIE: pb.ABSTAIN_REASON_TIE,
+}
+_REGION_TO_PB = {
+    None: pb.REGION_UNSPECIFIED,
+    Region.RELIABLE: pb.REGION_RELIABLE,
+    Region.SILENT_RISK: pb.REGION_SILENT_RISK,
+    Region.UNCERTAIN: pb.REGION_UNCERTAIN,
+    Region.NO_ANSWER: pb.REGION_NO_ANSWER,
+}
+_ARS_TO_PB = {
+    ArsSource.NONE: pb.ARS_SOURCE_NONE,
+    ArsSource.REQUEST: pb.ARS_SOURCE_REQUEST,
+    ArsSource.CACHE: pb.ARS_SOURCE_CACHE,
+    ArsSource.MODEL: pb.ARS_SOURCE_MODEL,
+}
+
+
+def _opt(msg, name: str):
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def request_to_params(req: pb.GuardRequest, defaults: Defaults, limits: Limits, request_id: str) -> GuardParams:
+    """Build validated params; raises InvalidArgumentError naming the bad field."""
+    from guard.errors import InvalidArgumentError
+
+    if req.mode not in (pb.MODE_UNSPECIFIED, *_MODE_FROM_PB):
+        raise InvalidArgumentError("mode", f"unknown mode value {req.mode}")
+    return GuardParams.build(
+        defaults=defaults,
+        limits=limits,
+        question=req.question,
+        images=tuple(ImageInput(img.data, img.mime_type) for img in req.images),
+        system_prompt=req.system_prompt,
+        sub_questions=tuple(req.sub_questions),
+        num_paths=_opt(req, "num_paths"),
+        temperature=_opt(req, "temperature"),
+        top_p=_opt(req, "top_p"),
+        max_tokens=_opt(req, "max_tokens"),
+        seed=_opt(req, "seed"),
+        mode=_MODE_FROM_PB.get(req.mode),
+        request_id=request_id,
+        return_paths_text=req.return_paths_text,
+        scorer=req.scorer or None,
+    )
+
+
+def _answer(answer: Answer | None) -> pb.Answer | None:
+    return pb.Answer(raw=answer.raw, normalized=answer.normalized) if answer is not None else None
+
+
+def result_to_response(result: GuardResult, return_paths_text: bool) -> pb.GuardResponse:
+    resp = pb.GuardResponse(
+        request_id=result.request_id,
+        decision=_DECISION_TO_PB[result.decision],
+        answer=_answer(result.answer),
+        confidence=result.confidence,
+        abstain_reason=_REASON_TO_PB[result.abstain_reason],
+        model=result.model,
+        mode=MODE_TO_PB[result.mode],
+        scorer=result.scorer,
+        vote_share=result.vote_share,
+        region=_REGION_TO_PB[result.region],
+        ars_source=_ARS_TO_PB[result.ars_source],
+        ars_error=result.ars_error,
+        threshold=result.threshold,
+        notes=result.notes,
+    )
+    for p in result.paths:
+        resp.paths.append(
+            pb.PathResult(
+                index=p.index,
+                answer=_answer(p.answer),
+                score=p.score,
+                text=p.text if return_paths_text else "",
+                num_tokens=p.num_tokens,
+                finish_reason=p.finish_reason or "",
+                mean_token_logprob=p.mean_token_logprob,
+                support=p.support,
+                first_failure_step=p.first_failure_step or 0,
+                in_winning_cluster=p.in_winning_cluster,
+            )
+        )
+    for row in result.sub_questions:
+        resp.sub_questions.append(
+            pb.SubQuestionResult(
+                sub_question=row.sub_question,
+                modal_answer=row.modal_answer,
+                agreement=row.agreement,
+                soft_agreement=row.soft_agreement,
+                path_answers=row.path_answers,
+            )
+        )
+    for phase, usage in result.usage.items():
+        resp.usage.append(
+            pb.PhaseUsage(
+                phase=phase,
+                prompt_tokens=usage.prompt_tokens,
+                generated_tokens=usage.generated_tokens,
+                cached_prompt_tokens=usage.cached_prompt_tokens,
+            )
+        )
+    for stage, ms in result.timings_ms.items():
+        resp.timings.append(pb.StageTiming(stage=stage, duration_ms=ms))
+    return resp

@@ -1,0 +1,68 @@
+"""Maps the guard's typed errors (and anything unexpected) to gRPC status codes, counts and logs them once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from guard.errors import (
+    DeadlineExceededError,
+    EngineError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+)
+from server.metrics import GuardMetrics
+
+logger = logging.getLogger(__name__)
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, InvalidArgumentError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, ResourceExhaustedError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, (DeadlineExceededError, asyncio.TimeoutError, TimeoutError)):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(exc, EngineError):
+        return grpc.StatusCode.UNAVAILABLE if exc.retryable else grpc.StatusCode.INTERNAL
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: GuardMetrics):
+        self.metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def wrapped(request, context: grpc.aio.ServicerContext):
+            try:
+                return await inner(request, context)
+            except asyncio.CancelledError:
+                self.metrics.errors.labels(grpc.StatusCode.CANCELLED.name).inc()
+                raise
+            except Exception as exc:
+                # context.abort raises to end the call; let it through untouched.
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                code = status_for(exc)
+                self.metrics.errors.labels(code.name).inc()
+                if code is grpc.StatusCode.INTERNAL:
+                    logger.exception("%s failed", method)
+                    message = f"internal error: {exc}"
+                else:
+                    logger.info("%s: %s: %s", method, code.name, exc)
+                    message = str(exc)
+                await context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,79 @@
+"""Prometheus metrics of the sidecar: built on an explicit registry, filled from the pipeline's result stats."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from guard.result import GuardResult
+
+# Guarded requests on CPU take seconds; on GPU, tens to hundreds of milliseconds.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+FFS_BUCKETS = (1, 2, 3, 4, 5, 6, 8)
+
+
+class GuardMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            "trace_guard_request_duration_seconds", "End-to-end latency of Guard calls.",
+            ["mode", "decision"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.stage_duration = Histogram(
+            "trace_guard_stage_duration_seconds", "Wall time per pipeline stage.",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.overhead = Histogram(
+            "trace_guard_overhead_seconds", "Time per request not spent waiting on the engine.",
+            buckets=OVERHEAD_BUCKETS, registry=r,
+        )
+        self.decisions = Counter(
+            "trace_guard_decisions_total", "Decisions by outcome and abstain reason (the rejection rate).",
+            ["decision", "reason"], registry=r,
+        )
+        self.regions = Counter(
+            "trace_guard_regions_total", "Confidence regions of guarded answers.", ["region"], registry=r,
+        )
+        self.ars_sources = Counter(
+            "trace_guard_ars_source_total", "Where each request's Auxiliary Reasoning Set came from.",
+            ["source"], registry=r,
+        )
+        self.first_failure_step = Histogram(
+            "trace_guard_first_failure_step", "First Failure Step of paths that departed from the consensus.",
+            buckets=FFS_BUCKETS, registry=r,
+        )
+        self.paths = Counter("trace_guard_paths_total", "Reasoning paths sampled.", registry=r)
+        self.tokens = Counter(
+            "trace_guard_tokens_total", "Tokens by pipeline phase and kind (prompt, generated, cached).",
+            ["phase", "kind"], registry=r,
+        )
+        self.in_flight = Gauge("trace_guard_requests_in_flight", "Guard calls being processed.", registry=r)
+        self.queued = Gauge("trace_guard_requests_queued", "Guard calls waiting for a slot.", registry=r)
+        self.errors = Counter(
+            "trace_guard_errors_total", "Failed calls by gRPC status code.", ["code"], registry=r,
+        )
+        self.engine_ready = Gauge("trace_guard_engine_ready", "1 when the engine is serving.", registry=r)
+
+    def record(self, result: GuardResult, duration_seconds: float) -> None:
+        decision = result.decision.value
+        self.request_duration.labels(result.mode.value, decision).observe(duration_seconds)
+        for stage, ms in result.timings_ms.items():
+            if stage != "total":
+                self.stage_duration.labels(stage).observe(ms / 1e3)
+        total_ms = result.timings_ms.get("total", duration_seconds * 1e3)
+        self.overhead.observe(max(0.0, total_ms - result.engine_wait_ms) / 1e3)
+        reason = result.abstain_reason.value if result.abstain_reason else ""
+        self.decisions.labels(decision, reason).inc()
+        if result.region is not None:
+            self.regions.labels(result.region.value).inc()
+        if result.scorer:
+            self.ars_sources.labels(result.ars_source.value).inc()
+        for path in result.paths:
+            if path.first_failure_step is not None:
+                self.first_failure_step.observe(path.first_failure_step)
+        self.paths.inc(len(result.paths))
+        for phase, usage in result.usage.items():
+            self.tokens.labels(phase, "prompt").inc(usage.prompt_tokens)
+            self.tokens.labels(phase, "generated").inc(usage.generated_tokens)
+            self.tokens.labels(phase, "cached").inc(usage.cached_prompt_tokens)

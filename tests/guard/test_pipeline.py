@@ -1,0 +1,139 @@
+"""The pipeline on a scripted engine: guard and raw modes, ARS sources, batching, cancellation, bad input."""
+
+import asyncio
+
+import pytest
+
+from guard.errors import EngineError, InvalidArgumentError
+from guard.params import GuardParams, ImageInput, Mode
+from guard.pipeline import GuardConfig, GuardPipeline
+from guard.result import AbstainReason, ArsSource, Decision, Region
+from tests.scripted_engine import ScriptedEngine, ars_json
+
+GOOD = " He has 7 + 5 = 12 apples.\nAnswer: 12"
+
+
+def consistent_probe(path: str, sub: str) -> str:
+    return {"How many at first?": "7", "How many bought?": "5"}.get(sub, "")
+
+
+async def test_guard_accepts_consistent_paths_with_request_ars():
+    engine = ScriptedEngine(paths=[GOOD], probe=consistent_probe)
+    pipeline = GuardPipeline(engine)
+    params = GuardParams(question="Tom has 7 apples and buys 5. How many?", num_paths=4,
+                         sub_questions=("How many at first?", "How many bought?"), request_id="r1")
+    result = await pipeline.run(params)
+    assert result.decision is Decision.ACCEPT
+    assert result.answer.normalized == "12"
+    assert result.region is Region.RELIABLE
+    assert result.ars_source is ArsSource.REQUEST
+    assert [row.modal_answer for row in result.sub_questions] == ["7", "5"]
+    assert all(p.support == 1.0 and p.first_failure_step is None for p in result.paths)
+    assert len(result.paths) == 4
+    # One sampling request with n=4, and all 8 probes in one generate_many batch; no ARS generation.
+    kinds = [k for k, _ in engine.calls]
+    assert kinds.count("sample") == 1 and ("sample", 4) in engine.calls
+    assert kinds.count("probe") == 8 and "ars" not in kinds
+    assert {"sample", "probe", "score", "decide", "total"} <= set(result.timings_ms)
+    assert result.usage["probe"].generated_tokens > 0
+
+
+async def test_silent_failure_is_detected_end_to_end():
+    paths = [f" Step {i}.\nAnswer: 12" for i in range(4)]
+    # Every path reaches 12, but each gives a different intermediate value.
+    engine = ScriptedEngine(paths=paths, probe=lambda path, sub: path.split()[1].rstrip("."))
+    result = await GuardPipeline(engine).run(
+        GuardParams(question="q?", num_paths=4, sub_questions=("What is the first value?",))
+    )
+    assert result.vote_share == 1.0
+    assert result.region is Region.SILENT_RISK
+    assert result.decision is Decision.ABSTAIN
+    assert result.abstain_reason is AbstainReason.SILENT_FAILURE
+    assert [p.first_failure_step for p in result.paths] == [None, None, None, None]  # no mode is well supported
+
+
+async def test_model_generated_ars_then_cache_hit():
+    engine = ScriptedEngine(paths=[GOOD], probe=consistent_probe, ars=ars_json("How many at first?"))
+    pipeline = GuardPipeline(engine)
+    params = GuardParams(question="Tom has 7 apples and buys 5. How many?", num_paths=2)
+    first = await pipeline.run(params)
+    assert first.ars_source is ArsSource.MODEL
+    assert [row.sub_question for row in first.sub_questions] == ["How many at first?"]
+    second = await pipeline.run(params)
+    assert second.ars_source is ArsSource.CACHE
+    assert [k for k, _ in engine.calls].count("ars") == 1
+
+
+@pytest.mark.parametrize("ars_text, error", [("not json", "invalid JSON"), ('{"sub_questions": []}', "no usable")])
+async def test_bad_generated_ars_falls_back_to_answer_only(ars_text, error):
+    engine = ScriptedEngine(paths=[GOOD], ars=ars_text)
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3))
+    assert result.ars_source is ArsSource.NONE
+    assert error in result.ars_error
+    assert result.sub_questions == []
+    assert result.decision is Decision.ACCEPT  # unanimous answer, majority fallback
+
+
+async def test_majority_scorer_skips_ars_and_probes():
+    engine = ScriptedEngine(paths=[GOOD, " Answer: 11", GOOD])
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3, scorer="majority"))
+    assert [k for k, _ in engine.calls] == ["sample"]
+    assert result.answer.normalized == "12"
+    assert result.vote_share == pytest.approx(2 / 3)
+    assert result.confidence == pytest.approx(2 / 3)
+
+
+async def test_no_extractable_answer_abstains():
+    engine = ScriptedEngine(paths=[" I do not know."])
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3, scorer="majority"))
+    assert result.decision is Decision.ABSTAIN
+    assert result.abstain_reason is AbstainReason.NO_ANSWER
+    assert result.answer is None
+
+
+async def test_raw_mode_is_one_sample_in_the_same_envelope():
+    engine = ScriptedEngine(paths=[GOOD])
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", mode=Mode.RAW, num_paths=8))
+    assert engine.calls == [("sample", 1)]
+    assert result.decision is Decision.RAW
+    assert result.answer.normalized == "12"
+    assert len(result.paths) == 1
+
+
+async def test_image_to_text_only_model_is_rejected():
+    engine = ScriptedEngine(accepts_images=False)
+    params = GuardParams(question="q?", images=(ImageInput(b"\x89PNG...", "image/png"),))
+    with pytest.raises(InvalidArgumentError) as err:
+        await GuardPipeline(engine).run(params)
+    assert err.value.field == "images"
+    assert engine.calls == []
+
+
+async def test_engine_failure_propagates_as_engine_error():
+    engine = ScriptedEngine(fail=EngineError("boom"))
+    with pytest.raises(EngineError, match="boom"):
+        await GuardPipeline(engine).run(GuardParams(question="q?"))
+
+
+async def test_cancellation_aborts_engine_requests():
+    engine = ScriptedEngine(paths=[GOOD], delay_seconds=10)
+    task = asyncio.ensure_future(GuardPipeline(engine).run(GuardParams(question="q?", request_id="cancel-me")))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert engine.aborted == ["cancel-me"]
+    await asyncio.sleep(0)
+    assert engine.in_flight == 0
+
+
+async def test_request_id_is_assigned_when_missing():
+    result = await GuardPipeline(ScriptedEngine(paths=[GOOD])).run(GuardParams(question="q?", scorer="majority"))
+    assert len(result.request_id) == 32
+
+
+async def test_overhead_is_total_minus_engine_wait():
+    engine = ScriptedEngine(paths=[GOOD], delay_seconds=0.05)
+    result = await GuardPipeline(engine, GuardConfig()).run(GuardParams(question="q?", scorer="majority"))
+    assert result.engine_wait_ms >= 50
+    assert result.timings_ms["total"] >= result.engine_wait_ms

@@ -1,0 +1,110 @@
+"""A scripted, in-memory engine for unit and server tests (never used by the package itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from guard.engine import Completion, GenerationResult, ModelInfo, Prompt, SampleSpec, ScoreItem, ScoreResult
+from guard.errors import EngineError
+
+# The last "Solution:" of a probe prompt is the probed path (earlier ones are few-shot examples).
+_PROBE = re.compile(r"Solution: (?P<path>(?:(?!Solution: ).)*)\nSub-question: (?P<sub>[^\n]*)\nShort answer:$", re.S)
+
+
+@dataclass
+class ScriptedEngine:
+    """Answers path sampling, ARS generation, probes and scoring from scripts.
+
+    paths: texts returned for path sampling (cycled to fill n).
+    probe: (path_text, sub_question) -> short answer.
+    ars: JSON text returned for ARS generation.
+    """
+
+    paths: Sequence[str] = ("Answer: 12",)
+    probe: Callable[[str, str], str] = lambda path, sub: ""
+    ars: str = '{"sub_questions": ["How many at first?"]}'
+    accepts_images: bool = False
+    delay_seconds: float = 0.0
+    fail: Exception | None = None
+    started: bool = True
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
+    in_flight: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.started
+
+    async def start(self) -> None:
+        self.started = True
+
+    def info(self) -> ModelInfo:
+        return ModelInfo("scripted", "scripted", 2048, self.accepts_images)
+
+    def render_chat(self, messages, add_generation_prompt: bool = True) -> str:
+        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
+
+    async def _wait(self) -> None:
+        self.in_flight += 1
+        try:
+            if self.delay_seconds:
+                await asyncio.sleep(self.delay_seconds)
+            if self.fail is not None:
+                raise self.fail
+        finally:
+            self.in_flight -= 1
+
+    async def generate(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
+        await self._wait()
+        text = prompt.text
+        if spec.json_schema is not None:
+            kind, outputs = "ars", [self.ars]
+        elif (m := _PROBE.search(text)) is not None:
+            kind, outputs = "probe", [" " + self.probe(m.group("path"), m.group("sub"))]
+        else:
+            kind = "sample"
+            outputs = [self.paths[i % len(self.paths)] for i in range(spec.n)]
+        self.calls.append((kind, spec.n))
+        completions = [
+            Completion(
+                text=o,
+                num_tokens=len(o.split()),
+                finish_reason="stop",
+                token_logprobs=[-0.1] * len(o.split()),
+                top_logprobs=[[-0.1, -3.0] for _ in o.split()] if spec.logprobs else [],
+            )
+            for o in outputs
+        ]
+        return GenerationResult(completions, prompt_tokens=len(text.split()))
+
+    async def generate_many(self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str):
+        return list(await asyncio.gather(*(self.generate(p, spec, request_id) for p in prompts)))
+
+    async def score(self, items: Sequence[ScoreItem], request_id: str) -> list[ScoreResult]:
+        await self._wait()
+        self.calls.append(("score", len(items)))
+        out = []
+        for item in items:
+            m = _PROBE.search(item.context.text)
+            expected = self.probe(m.group("path"), m.group("sub")) if m else ""
+            logprob = -0.5 if item.continuation.strip() == expected else -4.0
+            out.append(ScoreResult(logprob, 1, len(item.context.text.split())))
+        return out
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    async def check_health(self) -> None:
+        if self.fail is not None and isinstance(self.fail, EngineError) and self.fail.retryable:
+            raise self.fail
+
+    async def shutdown(self) -> None:
+        self.started = False
+
+
+def ars_json(*sub_questions: str) -> str:
+    return json.dumps({"sub_questions": list(sub_questions)})

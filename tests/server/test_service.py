@@ -1,0 +1,234 @@
+"""The Guard service over a real gRPC channel: conversion, status codes, health, reflection, metrics."""
+
+import asyncio
+import struct
+import urllib.request
+import zlib
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from guard.errors import EngineError
+from server.pb import guard_pb2 as pb
+from server.pb import guard_pb2_grpc
+from tests.scripted_engine import ScriptedEngine
+from tests.server.conftest import start_server, stop_server
+
+
+def stub(handle):
+    return guard_pb2_grpc.GuardServiceStub(handle.channel)
+
+
+def png_bytes(width: int = 2, height: int = 2) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_guard_roundtrip(scripted_server):
+    resp = await stub(scripted_server).Guard(
+        pb.GuardRequest(question="Tom has 7 apples and buys 5. How many?", num_paths=4,
+                        sub_questions=["How many at first?"], return_paths_text=True, request_id="abc")
+    )
+    assert resp.request_id == "abc"
+    assert resp.decision == pb.DECISION_ACCEPT
+    assert resp.answer.normalized == "12"
+    assert resp.region == pb.REGION_RELIABLE
+    assert resp.ars_source == pb.ARS_SOURCE_REQUEST
+    assert len(resp.paths) == 4 and all("Answer: 12" in p.text for p in resp.paths)
+    assert resp.sub_questions[0].modal_answer == "7"
+    assert list(resp.sub_questions[0].path_answers) == ["7"] * 4
+    assert {t.stage for t in resp.timings} >= {"sample", "probe", "total"}
+    assert {u.phase for u in resp.usage} >= {"sample", "probe"}
+    assert resp.model == "scripted" and resp.scorer == "trace"
+
+
+async def test_paths_text_only_when_asked(scripted_server):
+    resp = await stub(scripted_server).Guard(pb.GuardRequest(question="q?", num_paths=2))
+    assert all(p.text == "" for p in resp.paths)
+
+
+async def test_raw_mode(scripted_server):
+    resp = await stub(scripted_server).Guard(pb.GuardRequest(question="q?", mode=pb.MODE_RAW))
+    assert resp.decision == pb.DECISION_RAW and resp.mode == pb.MODE_RAW
+    assert len(resp.paths) == 1
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, field",
+    [
+        ({"question": ""}, "question"),
+        ({"question": "q?", "num_paths": 0}, "num_paths"),
+        ({"question": "q?", "num_paths": 65}, "num_paths"),
+        ({"question": "q?", "max_tokens": 0}, "max_tokens"),
+        ({"question": "q?", "max_tokens": 100000}, "max_tokens"),
+        ({"question": "q?", "temperature": -1.0}, "temperature"),
+        ({"question": "q?", "temperature": float("nan")}, "temperature"),
+        ({"question": "q?", "top_p": 0.0}, "top_p"),
+        ({"question": "q?", "scorer": "bogus"}, "scorer"),
+        ({"question": "q?", "mode": 7}, "mode"),
+        ({"question": "q?", "sub_questions": [f"sub {i}?" for i in range(9)]}, "sub_questions"),
+        ({"question": "q?", "images": [pb.Image(data=png_bytes(), mime_type="image/png")]}, "images"),
+    ],
+)
+async def test_bad_input_is_invalid_argument_and_server_keeps_serving(scripted_server, request_kwargs, field):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub(scripted_server).Guard(pb.GuardRequest(**request_kwargs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field)
+    ok = await stub(scripted_server).Guard(pb.GuardRequest(question="q?", num_paths=2))
+    assert ok.decision == pb.DECISION_ACCEPT
+
+
+async def test_image_errors_on_a_vision_model():
+    handle = await start_server(ScriptedEngine(paths=[" Answer: 3"], accepts_images=True))
+    try:
+        s = stub(handle)
+        cases = [
+            (pb.Image(data=b"not an image", mime_type="image/png"), "images[0].data"),
+            (pb.Image(data=png_bytes(), mime_type="image/tiff"), "images[0].mime_type"),
+            (pb.Image(data=png_bytes(), mime_type="image/jpeg"), "images[0].mime_type"),
+            (pb.Image(data=png_bytes(5000, 5000), mime_type="image/png"), "images[0].data"),
+        ]
+        for image, field in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await s.Guard(pb.GuardRequest(question="How many?", images=[image], scorer="majority"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+            assert err.value.details().startswith(field)
+        resp = await s.Guard(pb.GuardRequest(question="How many?", scorer="majority",
+                                             images=[pb.Image(data=png_bytes(), mime_type="image/png")]))
+        assert resp.answer.normalized == "3"
+    finally:
+        await stop_server(handle)
+
+
+async def test_engine_failure_is_internal_and_unavailable_when_retryable():
+    engine = ScriptedEngine(fail=EngineError("kaput"))
+    handle = await start_server(engine)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(handle).Guard(pb.GuardRequest(question="q?"))
+        assert err.value.code() == grpc.StatusCode.INTERNAL and "kaput" in err.value.details()
+        engine.fail = EngineError("engine died", retryable=True)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(handle).Guard(pb.GuardRequest(question="q?"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await stop_server(handle)
+
+
+async def test_deadline_exceeded_aborts_engine_work():
+    engine = ScriptedEngine(delay_seconds=5)
+    handle = await start_server(engine)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(handle).Guard(pb.GuardRequest(question="q?", request_id="slow"), timeout=0.3)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.sleep(0.3)
+        assert engine.in_flight == 0
+        assert "slow" in engine.aborted
+    finally:
+        await stop_server(handle)
+
+
+async def test_backpressure_resource_exhausted():
+    engine = ScriptedEngine(paths=[" Answer: 1"], delay_seconds=0.5)
+    handle = await start_server(engine, max_concurrent_requests=1, max_queued_requests=1)
+    try:
+        s = stub(handle)
+        calls = [asyncio.ensure_future(s.Guard(pb.GuardRequest(question="q?", scorer="majority"))) for _ in range(4)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        codes = [r.code() if isinstance(r, grpc.aio.AioRpcError) else grpc.StatusCode.OK for r in results]
+        assert codes.count(grpc.StatusCode.OK) == 2
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 2
+    finally:
+        await stop_server(handle)
+
+
+async def test_health_not_serving_until_engine_ready():
+    gate = asyncio.Event()
+
+    class SlowStart(ScriptedEngine):
+        async def start(self):
+            await gate.wait()
+            self.started = True
+
+    engine = SlowStart(started=False)
+    handle = await start_server(engine)
+    try:
+        health = health_pb2_grpc.HealthStub(handle.channel)
+        resp = await health.Check(health_pb2.HealthCheckRequest(service="trace_guard.v1.GuardService"))
+        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(handle).Guard(pb.GuardRequest(question="q?"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        info = await stub(handle).GetInfo(pb.GetInfoRequest())
+        assert info.ready is False
+        gate.set()
+        for _ in range(50):
+            resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.02)
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        # The engine dying flips health back.
+        engine.fail = EngineError("dead", retryable=True)
+        for _ in range(50):
+            resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            if resp.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await stop_server(handle)
+
+
+async def test_get_info(scripted_server):
+    info = await stub(scripted_server).GetInfo(pb.GetInfoRequest())
+    assert info.model == "scripted" and info.ready
+    assert info.defaults.num_paths == 8 and info.defaults.scorer == "trace"
+    assert info.limits.max_num_paths == 64
+    assert info.limits.max_concurrent_requests == 8
+    assert set(info.scorers) == {"majority", "deepconf", "trace"}
+
+
+async def test_reflection_lists_services(scripted_server):
+    refl = reflection_pb2_grpc.ServerReflectionStub(scripted_server.channel)
+
+    async def requests():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async for resp in refl.ServerReflectionInfo(requests()):
+        names = {s.name for s in resp.list_services_response.service}
+        break
+    assert {"trace_guard.v1.GuardService", "grpc.health.v1.Health"} <= names
+
+
+async def test_metrics_endpoint_moves(scripted_server):
+    url = f"http://127.0.0.1:{scripted_server.server.metrics_port}/metrics"
+
+    def scrape() -> str:
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+
+    await stub(scripted_server).Guard(pb.GuardRequest(question="q?", num_paths=3))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub(scripted_server).Guard(pb.GuardRequest(question=""))
+    text = await asyncio.to_thread(scrape)
+    assert 'trace_guard_decisions_total{decision="accept",reason=""} 1.0' in text
+    assert 'trace_guard_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
+    assert "trace_guard_paths_total 3.0" in text
+    assert 'trace_guard_request_duration_seconds_count{decision="accept",mode="guard"} 1.0' in text
+    assert 'trace_guard_stage_duration_seconds_count{stage="probe"} 1.0' in text
+    assert 'trace_guard_regions_total{region="reliable"} 1.0' in text
+    assert 'trace_guard_ars_source_total{source="model"} 1.0' in text
+    assert "trace_guard_requests_in_flight 0.0" in text
+    assert "trace_guard_engine_ready 1.0" in text
