@@ -247,6 +247,10 @@ def _cut_continuation(text: str) -> str:
     return text
 
 
+# Each candidate carries its source because sources differ in how far they can be trusted:
+# "boxed" and "colon" ("Answer:") may state a text answer, "is" ("the answer is ...") may not when
+# it only judges ("... is correct"), "hash" and "bare" ("final answer" without ":"/"is") only count
+# when they hold a number, an option or a formula.
 def _explicit_candidates(text: str) -> list[tuple[int, str, str]]:
     candidates: list[tuple[int, str, str]] = []
     for match in _BOXED_RE.finditer(text):

@@ -25,6 +25,8 @@ class ArsAnalysis:
     # first_failure_step[i]: 1-based index of the first well-supported sub-question path i departs
     # from; None when it never departs.
     first_failure_step: list[int | None]
+    # soft[k][i]: path i's distribution over the candidates of sub-question k, when scored.
+    soft: list[list[SoftAnswer | None]] | None = None
 
     @property
     def mean_agreement(self) -> float:
@@ -119,4 +121,5 @@ def analyze_ars(
         soft_agreement=soft_agreement,
         support=support,
         first_failure_step=first_failure,
+        soft=[list(row) for row in soft] if soft is not None else None,
     )

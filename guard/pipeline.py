@@ -286,4 +286,5 @@ class GuardPipeline:
             sub_questions=table,
             usage=usage,
             notes=notes,
+            scoring=inp,
         )

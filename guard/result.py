@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from guard.answers import Answer
 from guard.params import Mode
+
+if TYPE_CHECKING:
+    from guard.scorers import ScoringInput
 
 
 class Decision(enum.Enum):
@@ -97,3 +101,6 @@ class GuardResult:
     # Wall time spent awaiting the engine; total minus this is the guard's own overhead.
     engine_wait_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # Everything the scorers saw, kept so offline tools (benchmarks, calibration) can re-score
+    # the same samples with another scorer or policy. Never sent over the wire.
+    scoring: "ScoringInput | None" = field(default=None, repr=False)

@@ -1,0 +1,230 @@
+"""Decision quality of the guard on labelled data: accuracy, coverage, selective accuracy, AUROC, AURC, FFS.
+
+Samples every problem once through the real pipeline (in-process vLLM engine), caches the raw
+results as JSONL records, then scores each record with every scorer. Re-running with the same
+--out re-uses the cache, so only new problems are sampled.
+
+    python -m benchmarks.quality --data gsm8k:gold --data svamp:model --limit 100 --num-paths 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import datasets, records
+from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
+from guard.params import Defaults, GuardParams, Limits
+from guard.policy import Policy
+
+SCORER_NAMES = ("majority", "deepconf", "trace")
+logger = logging.getLogger("benchmarks.quality")
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'gsm8k:gold' -> ('gsm8k', 'gold'); ARS mode is gold (from the data), model (generated) or none."""
+    name, _, ars = spec.partition(":")
+    ars = ars or "model"
+    if ars not in ("gold", "model", "none"):
+        raise SystemExit(f"--data {spec}: ARS mode must be gold, model or none")
+    return name, ars
+
+
+async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
+    from guard.engine.vllm_engine import VllmEngine
+    from guard.pipeline import GuardConfig, GuardPipeline
+    from guard.prompts import PromptStyle
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is a nicety, not a requirement
+        tqdm = None
+
+    engine = None
+    pipeline = None
+    out: dict[str, dict[str, records.Record]] = {}
+    for name, ars in specs:
+        problems = datasets.load(name, Path(args.data_dir), args.limit)
+        cache_path = args.out / f"records-{Path(name).stem}-{ars}-{args.prompt_style}.jsonl"
+        cached = records.load(cache_path)
+        todo = [p for p in problems if p.id not in cached]
+        if todo and engine is None:
+            model = args.model or os.environ.get("TRACE_GUARD_MODEL")
+            if not model:
+                from server.model_store import ensure_default_model
+
+                model = str(ensure_default_model())
+            engine = VllmEngine(model, max_model_len=args.max_model_len)
+            await engine.start()
+            config = GuardConfig(
+                defaults=Defaults(num_paths=args.num_paths, max_tokens=args.max_tokens),
+                limits=Limits(max_sub_questions=8),
+                prompt_style=PromptStyle(args.prompt_style),
+            )
+            pipeline = GuardPipeline(engine, config)
+        bar = tqdm(total=len(todo), desc=f"{name}:{ars}", unit="q") if tqdm and todo else None
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def one(problem):
+            subs = problem.sub_questions[:8] if ars == "gold" else ()
+            params = GuardParams(
+                question=problem.question, sub_questions=tuple(subs), num_paths=args.num_paths,
+                temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+                scorer="trace" if ars != "none" else "majority", request_id=problem.id,
+            )
+            async with sem:
+                result = await pipeline.run(params)
+            gold_subs = problem.sub_answers[:8] if ars == "gold" else ()
+            rec = records.Record.from_result(problem.id, problem.answer, gold_subs, result)
+            records.save([rec], cache_path)
+            cached[problem.id] = rec
+            if bar:
+                bar.update(1)
+
+        await asyncio.gather(*(one(p) for p in todo))
+        if bar:
+            bar.close()
+        out[f"{name}:{ars}"] = {p.id: cached[p.id] for p in problems if p.id in cached}
+    if engine is not None:
+        await engine.shutdown()
+    return out
+
+
+def evaluate(recs: list[records.Record], scorer: str, policy: Policy) -> dict:
+    outcomes = [records.rescore(r, scorer, policy) for r in recs]
+    n = len(outcomes)
+    correct = [o.correct for o in outcomes]
+    conf = [o.confidence for o in outcomes]
+    accepted = [o for o in outcomes if o.accepted]
+    row = {
+        "n": n,
+        "accuracy": sum(correct) / n if n else float("nan"),
+        "coverage": len(accepted) / n if n else float("nan"),
+        "accepted_accuracy": sum(o.correct for o in accepted) / len(accepted) if accepted else float("nan"),
+        "auroc": auroc(conf, correct),
+        "aurc": aurc(conf, correct),
+        "oracle_any_correct": sum(o.any_correct for o in outcomes) / n if n else float("nan"),
+        "regions": {reg: sum(o.region.value == reg for o in outcomes) for reg in
+                    ("reliable", "silent_risk", "uncertain", "no_answer")},
+    }
+    if scorer == "trace":
+        row["spearman_ars_agreement_correct"] = spearman([o.ars_agreement for o in outcomes], [float(c) for c in correct])
+        m = t = 0
+        for r in recs:
+            a, b = records.ffs_matches(r, policy)
+            m, t = m + a, t + b
+        row["ffs_match_rate"] = m / t if t else float("nan")
+        row["ffs_wrong_paths"] = t
+    row["_curve"] = risk_coverage(conf, correct)
+    return row
+
+
+def single_sample_accuracy(recs: list[records.Record]) -> float:
+    """Accuracy of the first sampled path alone: the raw single-sample baseline at the same temperature."""
+    hits = 0
+    for r in recs:
+        a = r.scoring_input(Policy()).answers[0] if r.answers else None
+        hits += r.is_correct(a)
+    return hits / len(recs) if recs else float("nan")
+
+
+def fmt(x) -> str:
+    return "  n/a" if isinstance(x, float) and math.isnan(x) else f"{x:5.3f}" if isinstance(x, float) else str(x)
+
+
+def report(all_records, policy: Policy, out_dir: Path) -> dict:
+    results = {}
+    lines = [
+        f"{'dataset:ars':<22}{'method':<10}{'n':>5}{'acc':>7}{'cover':>7}{'acc@acc':>8}{'AUROC':>7}{'AURC':>7}"
+        f"{'rho':>7}{'FFS=':>7}"
+    ]
+    for key, recs_by_id in all_records.items():
+        recs = list(recs_by_id.values())
+        if not recs:
+            continue
+        results[key] = {"single_sample_accuracy": single_sample_accuracy(recs)}
+        lines.append(f"{key:<22}{'single':<10}{len(recs):>5}{fmt(results[key]['single_sample_accuracy']):>7}")
+        for scorer in SCORER_NAMES:
+            row = evaluate(recs, scorer, policy)
+            results[key][scorer] = row
+            lines.append(
+                f"{key:<22}{scorer:<10}{row['n']:>5}{fmt(row['accuracy']):>7}{fmt(row['coverage']):>7}"
+                f"{fmt(row['accepted_accuracy']):>8}{fmt(row['auroc']):>7}{fmt(row['aurc']):>7}"
+                f"{fmt(row.get('spearman_ars_agreement_correct', float('nan'))):>7}{fmt(row.get('ffs_match_rate', float('nan'))):>7}"
+            )
+        lat = sorted(r.latency_ms for r in recs)
+        lines.append(f"{'':<22}latency p50 {lat[len(lat) // 2] / 1e3:.1f}s, tokens/problem {sum(r.generated_tokens for r in recs) / len(recs):.0f}")
+    table = "\n".join(lines)
+    print(table)
+    plot_risk_coverage(results, out_dir / "risk_coverage.png")
+    for per_data in results.values():
+        for row in per_data.values():
+            if isinstance(row, dict):
+                row.pop("_curve", None)
+    (out_dir / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+    (out_dir / "quality.txt").write_text(table + "\n")
+    return results
+
+
+def plot_risk_coverage(results: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib not installed; no plot")
+        return
+    fig, axes = plt.subplots(1, max(1, len(results)), figsize=(5 * max(1, len(results)), 4), squeeze=False)
+    for ax, (key, per) in zip(axes[0], results.items()):
+        for scorer in SCORER_NAMES:
+            cov, risk = per[scorer]["_curve"]
+            ax.plot(cov, risk, label=f"{scorer} (AURC {per[scorer]['aurc']:.3f})")
+        ax.set_title(key)
+        ax.set_xlabel("coverage")
+        ax.set_ylabel("risk (error rate among accepted)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True,
+                   help="DATASET[:ARS] with ARS gold|model|none, e.g. gsm8k:gold, svamp:model (repeatable)")
+    p.add_argument("--data-dir", default=str(datasets.DEFAULT_DATA_DIR))
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--num-paths", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot")
+    p.add_argument("--model")
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--policy", help="policy file to evaluate (default: the built-in policy)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
+    specs = [parse_spec(s) for s in args.data]
+    start = time.perf_counter()
+    all_records = asyncio.run(sample_all(args, specs))
+    policy = Policy.load(args.policy) if args.policy else Policy()
+    report(all_records, policy, args.out)
+    print(f"done in {time.perf_counter() - start:.0f}s; results in {args.out}/quality.json, plot {args.out}/risk_coverage.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

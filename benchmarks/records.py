@@ -1,0 +1,130 @@
+"""Per-problem records of sampled paths, probe answers and scores: cached as JSONL so re-scoring never re-samples."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from guard.answers import Answer, AnswerKind, answers_equivalent, cluster_answers, normalize_answer
+from guard.consistency import analyze_ars
+from guard.policy import Policy, decide
+from guard.result import Decision, GuardResult, Region
+from guard.scorers import SCORERS, ScoringInput, select
+
+
+@dataclass
+class Record:
+    """One problem: gold answer, each path's answer and token log-probs, and the ARS probe results."""
+
+    problem_id: str
+    gold: str
+    answers: list[tuple[str, str, str] | None]  # (raw, normalized, kind) per path
+    top_logprobs: list[list[list[float]]]
+    sub_questions: list[str]
+    ars_source: str
+    path_answers: list[list[str]]  # [k][i]
+    soft: list[list[dict[str, float] | None]] | None
+    # Per sub-question gold values (GSM8K), for the FFS check.
+    gold_sub_answers: list[str]
+    latency_ms: float
+    generated_tokens: int
+
+    @classmethod
+    def from_result(cls, problem_id: str, gold: str, gold_sub_answers, result: GuardResult) -> "Record":
+        inp = result.scoring
+        ars = inp.ars if inp is not None else None
+        return cls(
+            problem_id=problem_id,
+            gold=gold,
+            answers=[(a.raw, a.normalized, a.kind.value) if a else None for a in (inp.answers if inp else [])],
+            top_logprobs=[[[round(x, 3) for x in alts] for alts in path] for path in (inp.top_logprobs if inp else [])],
+            sub_questions=list(ars.sub_questions) if ars else [],
+            ars_source=result.ars_source.value,
+            path_answers=ars.path_answers if ars else [],
+            soft=ars.soft if ars else None,
+            gold_sub_answers=list(gold_sub_answers),
+            latency_ms=result.timings_ms.get("total", 0.0),
+            generated_tokens=sum(u.generated_tokens for u in result.usage.values()),
+        )
+
+    def scoring_input(self, policy: Policy) -> ScoringInput:
+        answers = [Answer(a[0], a[1], AnswerKind(a[2])) if a else None for a in self.answers]
+        ars = None
+        if self.sub_questions:
+            ars = analyze_ars(self.sub_questions, self.path_answers, self.soft, ffs_threshold=policy.ffs_agreement)
+        return ScoringInput(answers, cluster_answers(answers), self.top_logprobs, ars)
+
+    def is_correct(self, answer: Answer | None) -> bool:
+        gold = normalize_answer(self.gold)
+        return answer is not None and gold is not None and answers_equivalent(answer, gold)
+
+
+@dataclass
+class Outcome:
+    correct: bool
+    confidence: float
+    accepted: bool
+    region: Region
+    ars_agreement: float  # mean hard agreement of the ARS (nan when none)
+    any_correct: bool
+
+
+def rescore(record: Record, scorer: str, policy: Policy) -> Outcome:
+    inp = record.scoring_input(policy)
+    sel = select(SCORERS[scorer], inp)
+    winner_paths = list(inp.clusters[sel.winner]) if sel.winner is not None else []
+    verdict = decide(sel, inp.ars, winner_paths, scorer, policy)
+    answer = inp.answers[winner_paths[0]] if winner_paths else None
+    return Outcome(
+        correct=record.is_correct(answer),
+        confidence=sel.confidence,
+        accepted=verdict.decision is Decision.ACCEPT,
+        region=verdict.region,
+        ars_agreement=inp.ars.mean_agreement if inp.ars else float("nan"),
+        any_correct=any(record.is_correct(a) for a in inp.answers),
+    )
+
+
+def ffs_matches(record: Record, policy: Policy) -> tuple[int, int]:
+    """For wrong paths with gold sub-answers: (paths whose FFS equals the first sub-question they got wrong, paths)."""
+    if not record.gold_sub_answers or len(record.gold_sub_answers) != len(record.sub_questions):
+        return 0, 0
+    inp = record.scoring_input(policy)
+    if inp.ars is None:
+        return 0, 0
+    gold_subs = [normalize_answer(v) for v in record.gold_sub_answers]
+    matches = total = 0
+    for i, answer in enumerate(inp.answers):
+        if record.is_correct(answer):
+            continue
+        first_wrong = None
+        for k, gold in enumerate(gold_subs):
+            got = normalize_answer(inp.ars.path_answers[k][i]) if inp.ars.path_answers[k][i] else None
+            if gold is None or got is None or not answers_equivalent(got, gold):
+                first_wrong = k + 1
+                break
+        if first_wrong is None:
+            continue
+        total += 1
+        matches += int(inp.ars.first_failure_step[i] == first_wrong)
+    return matches, total
+
+
+def save(records: Iterable[Record], path: Path) -> None:
+    with path.open("a") as f:
+        for r in records:
+            f.write(json.dumps(r.__dict__) + "\n")
+
+
+def load(path: Path) -> dict[str, Record]:
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            data = json.loads(line)
+            data["answers"] = [tuple(a) if a else None for a in data["answers"]]
+            out[data["problem_id"]] = Record(**data)
+    return out

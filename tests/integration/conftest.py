@@ -1,0 +1,94 @@
+"""One real sidecar process on the real vLLM engine with the default model, shared by the whole test run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_SECONDS = 600
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+class Sidecar:
+    def __init__(self, proc: subprocess.Popen, port: int, metrics_port: int, log_path: Path, model: str):
+        self.proc = proc
+        self.address = f"127.0.0.1:{port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.log_path = log_path
+        self.model = model
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _model_dir() -> str:
+    env = os.environ.get("TRACE_GUARD_MODEL")
+    if env:
+        return env
+    from server.model_store import ensure_default_model
+
+    return str(ensure_default_model())
+
+
+@pytest.fixture(scope="session")
+def sidecar(tmp_path_factory) -> Sidecar:
+    workdir = tmp_path_factory.mktemp("sidecar")
+    port_file = workdir / "ports.json"
+    log_path = workdir / "sidecar.log"
+    model = _model_dir()
+    cmd = [
+        sys.executable, "-m", "server", "serve", "--model", model, "--port", "0", "--metrics-port", "0",
+        "--port-file", str(port_file), "--max-tokens", "96", "--grace-seconds", "5",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    start = time.monotonic()
+    try:
+        while not port_file.exists():
+            if proc.poll() is not None or time.monotonic() - start > STARTUP_TIMEOUT_SECONDS:
+                raise RuntimeError("sidecar did not bind:\n" + log_path.read_text())
+            time.sleep(0.2)
+        ports = json.loads(port_file.read_text())
+        handle = Sidecar(proc, ports["port"], ports["metrics_port"], log_path, model)
+        with grpc.insecure_channel(handle.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if proc.poll() is not None or time.monotonic() - start > STARTUP_TIMEOUT_SECONDS:
+                    raise RuntimeError("sidecar engine did not become ready:\n" + handle.log_tail())
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                time.sleep(0.5)
+        print(f"\nsidecar ready in {time.monotonic() - start:.1f}s at {handle.address}")
+        yield handle
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def channel(sidecar):
+    with grpc.insecure_channel(sidecar.address) as ch:
+        yield ch
