@@ -162,13 +162,18 @@ class VllmEngine:
             # Building the engine loads weights and waits for the engine-core handshake
             # (tens of seconds), so it runs off the event loop. AsyncLLM notices it is not on a
             # running loop and defers its output handler; it is started below, on the loop.
-            fut = loop.run_in_executor(None, self._build)
+            # The engine comes back through `built`, not as the future's result: executor
+            # futures and worker frames keep their result alive, which would keep a shut-down
+            # AsyncLLM around until interpreter exit (its __del__ then fails noisily).
+            built: list[AsyncLLM] = []
+            fut = loop.run_in_executor(None, lambda: built.append(self._build()))
             try:
-                llm = await asyncio.shield(fut)
+                await asyncio.shield(fut)
+                llm = built.pop()
             except asyncio.CancelledError:
                 # The build cannot be interrupted; tear the engine down once it finishes so its
-                # child processes do not outlive a cancelled start.
-                fut.add_done_callback(_shutdown_when_built)
+                # child processes do not outlive a cancelled start (off the loop: it blocks).
+                fut.add_done_callback(lambda _: loop.run_in_executor(None, _shutdown_all, built))
                 raise
             except EngineError:
                 raise
@@ -271,13 +276,20 @@ class VllmEngine:
         self._closed = True
         if llm is None:
             return
+        pending = [eid for ids in self._inflight.values() for eid in ids]
+        if pending:
+            # Finish waiting callers with an "abort" output instead of leaving them hanging on
+            # an output handler that is about to stop.
+            with contextlib.suppress(Exception):
+                await llm.abort(pending)
         handler = getattr(llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            # Stop reading engine output before the engine core exits; otherwise its exit can
+            # race the handler and get logged as an engine failure.
+            handler.cancel()
+            await asyncio.wait([handler], timeout=5)
         # AsyncLLM.shutdown joins the engine-core process; keep that off the loop.
         await asyncio.to_thread(llm.shutdown)
-        if handler is not None:
-            # shutdown() cancels the handler thread-safely; let the cancellation land here.
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(handler), timeout=5)
         self._inflight.clear()
         self._aborted.clear()
         logger.info("vLLM engine shut down")
@@ -398,7 +410,12 @@ class VllmEngine:
         except Exception as exc:
             raise InvalidArgumentError("sample_spec", str(exc)) from exc
 
+    def _check_images(self, prompt: Prompt, field: str) -> None:
+        if prompt.images and not self._accepts_images:
+            raise InvalidArgumentError(field, f"model {self._name} does not accept images")
+
     def _text_prompt(self, prompt: Prompt) -> dict[str, Any]:
+        self._check_images(prompt, "images")
         engine_prompt: dict[str, Any] = {"prompt": prompt.text}
         if prompt.images:
             engine_prompt["multi_modal_data"] = {"image": list(prompt.images)}
@@ -458,6 +475,7 @@ class VllmEngine:
         tok = self._tokenizer
         encoded = []
         for i, item in enumerate(items):
+            self._check_images(item.context, f"items[{i}].context.images")
             # Context and continuation are tokenized apart so the continuation's token span is
             # exact; the text already carries whatever special tokens the template put there.
             ctx = list(tok.encode(item.context.text, add_special_tokens=False))
@@ -621,13 +639,12 @@ class VllmEngine:
         return EngineError(f"vLLM request failed ({what}): {type(cause).__name__}: {detail}")
 
 
-def _shutdown_when_built(fut: asyncio.Future) -> None:
-    if fut.cancelled() or fut.exception() is not None:
-        return
-    try:
-        fut.result().shutdown()
-    except Exception:
-        logger.warning("shutting down an engine whose start was cancelled failed", exc_info=True)
+def _shutdown_all(built: list[AsyncLLM]) -> None:
+    while built:
+        try:
+            built.pop().shutdown()
+        except Exception:
+            logger.warning("shutting down an engine whose start was cancelled failed", exc_info=True)
 
 
 async def _gather_all(aws: Sequence[Awaitable[_T]]) -> list[_T]:
