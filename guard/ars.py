@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -65,6 +66,11 @@ class ArsCache:
 def clean_sub_questions(candidates: Sequence[object], question: str, max_k: int) -> list[str]:
     """Keep the usable model-generated sub-questions: strings, non-empty, not the question, no repeats."""
     main = _canonical(question)
+    # A model asked to decompose often just restates the final question sentence. As the last step
+    # of a decomposition that is fine (GSM8K's gold sets end that way), but alone it adds nothing
+    # to answer agreement, so a set made only of it counts as no set.
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", question.strip()) if s]
+    final_sentence = _canonical(sentences[-1]) if sentences else main
     seen: set[str] = set()
     kept: list[str] = []
     for item in candidates:
@@ -78,6 +84,8 @@ def clean_sub_questions(candidates: Sequence[object], question: str, max_k: int)
         kept.append(text)
         if len(kept) == max_k:
             break
+    if all(_canonical(k) == final_sentence for k in kept):
+        return []
     return kept
 
 

@@ -71,7 +71,7 @@ def analyze_ars(
 
     `path_answers[k][i]` is path i's normalised answer to sub-question k. `soft[k][i]`, when given,
     is path i's probability distribution over the candidate answers of sub-question k; it replaces
-    the 0/1 match in soft agreement, support and FFS.
+    the 0/1 match in soft agreement and support (FFS stays on the hard answers).
     """
     if len(path_answers) != len(sub_questions):
         raise ValueError("path_answers must have one row per sub-question")
@@ -108,8 +108,9 @@ def analyze_ars(
     for i in range(num_paths):
         ffs = None
         for k in range(len(sub_questions)):
-            # A departure only counts against a mode the paths actually agree on.
-            if agreement[k] >= ffs_threshold and match[k][i] < 0.5:
+            # A departure only counts against a mode the paths actually agree on. It is judged on
+            # the path's own (hard) answer, so the FFS always agrees with the table a user reads.
+            if agreement[k] >= ffs_threshold and path_answers[k][i] != modal[k]:
                 ffs = k + 1
                 break
         first_failure.append(ffs)

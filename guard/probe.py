@@ -96,7 +96,9 @@ async def score_candidates(
             continue  # one candidate: the distribution is trivially all on it
         for i, prompt in enumerate(probes.prompts[k]):
             for cand in candidates:
-                items.append(ScoreItem(prompt, prompts.continuation_prefix + probes.surface[k][cand]))
+                items.append(
+                    ScoreItem(prompt, prompts.continuation_prefix + probes.surface[k][cand] + prompts.continuation_suffix)
+                )
                 index.append((k, i, cand))
     soft: list[list[SoftAnswer | None]] = [[None] * len(row) for row in probes.answers]
     for k, row in enumerate(probes.answers):
@@ -109,7 +111,7 @@ async def score_candidates(
     scores = await engine.score(items, request_id)
     logits: dict[tuple[int, int], dict[str, float]] = {}
     for (k, i, cand), score in zip(index, scores):
-        usage.add(score.prompt_tokens, 0)
+        usage.add(score.prompt_tokens, 0, score.cached_prompt_tokens)
         logits.setdefault((k, i), {})[cand] = score.logprob_sum
     for (k, i), by_cand in logits.items():
         top = max(by_cand.values())

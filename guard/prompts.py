@@ -26,17 +26,16 @@ _EXAMPLES = [
         [("How many muffins are left after selling?", "15"), ("How many muffins does he have now?", "21")],
     ),
     (
-        "Sara buys 3 packs of pencils with 6 pencils in each pack. She gives 4 pencils to her brother. "
-        "How many pencils does she keep?",
-        "She buys 3 * 6 = 18 pencils. She keeps 18 - 4 = 14 pencils.",
-        "14",
-        [("How many pencils does she buy?", "18"), ("How many pencils does she keep?", "14")],
+        "Lily has 9 stickers and her friend gives her 4 more. How many stickers does Lily have?",
+        "Lily has 9 + 4 = 13 stickers.",
+        "13",
+        [("How many stickers does Lily have at first?", "9"), ("How many stickers does Lily have?", "13")],
     ),
     (
-        "A farmer has 12 cows and 15 sheep. Each animal eats 2 kg of hay a day. How much hay do they eat in a day?",
-        "He has 12 + 15 = 27 animals. They eat 27 * 2 = 54 kg of hay a day.",
-        "54",
-        [("How many animals does the farmer have?", "27"), ("How much hay do they eat in a day?", "54")],
+        "A box has 6 rows with 4 eggs in each row. How many eggs are in the box?",
+        "There are 6 * 4 = 24 eggs in the box.",
+        "24",
+        [("How many rows are in the box?", "6"), ("How many eggs are in the box?", "24")],
     ),
 ]
 
@@ -86,8 +85,8 @@ class PromptBuilder:
 
     @property
     def path_stop(self) -> tuple[str, ...]:
-        # Few-shot models go on to invent the next example; stop at its start.
-        return ("\n\nQuestion:", "\nQuestion:") if self.style is PromptStyle.FEWSHOT else ()
+        # Few-shot models go on to invent the next example; in this format a blank line ends one.
+        return ("\n\n", "\nQuestion:") if self.style is PromptStyle.FEWSHOT else ()
 
     @property
     def probe_stop(self) -> tuple[str, ...]:
@@ -97,6 +96,12 @@ class PromptBuilder:
     def continuation_prefix(self) -> str:
         """What separates a probe prompt from its answer (scored continuations start with it)."""
         return " " if self.style is PromptStyle.FEWSHOT else ""
+
+    @property
+    def continuation_suffix(self) -> str:
+        """What ends a probe answer. Scoring it too matters: without it a candidate that is a prefix
+        of another ("1" vs "12") always looks more likely, since P("12") = P("1") * P("2" | "1")."""
+        return "\n" if self.style is PromptStyle.FEWSHOT else ""
 
     # -- reasoning paths -------------------------------------------------------------------------
     def _fewshot_header(self, system_prompt: str) -> str:

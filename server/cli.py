@@ -29,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
         model = str(ensure_default_model())
     from guard.engine.vllm_engine import VllmEngine
 
-    engine = VllmEngine(model, max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager)
+    engine = VllmEngine(
+        model, max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager, block_size=args.block_size
+    )
     config = GuardConfig(
         defaults=Defaults(
             num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot",
                    help="fewshot completion prompt (best for small models) or the model's chat template")
     s.add_argument("--max-model-len", type=int, default=2048)
+    s.add_argument("--block-size", type=int, default=32,
+                   help="KV-cache block size; prefix-cache hits are whole blocks (CPU: a multiple of 32)")
     s.add_argument("--no-enforce-eager", action="store_true", help="allow torch.compile / CUDA graphs (slow start)")
     s.add_argument("--max-concurrent", type=int, default=8, help="requests processed at once")
     s.add_argument("--max-queued", type=int, default=64, help="requests waiting before RESOURCE_EXHAUSTED")

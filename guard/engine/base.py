@@ -74,6 +74,7 @@ class ScoreResult:
     logprob_sum: float
     num_tokens: int
     prompt_tokens: int
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

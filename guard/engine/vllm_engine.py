@@ -114,6 +114,7 @@ class VllmEngine:
         gpu_memory_utilization: float | None = None,
         max_num_seqs: int | None = None,
         seed: int = 0,
+        block_size: int | None = 32,
         extra_engine_args: dict | None = None,
     ) -> None:
         self._model = model
@@ -124,6 +125,9 @@ class VllmEngine:
         self._gpu_memory_utilization = gpu_memory_utilization
         self._max_num_seqs = max_num_seqs
         self._seed = seed
+        # Small KV blocks: prefix-cache hits are whole blocks, so the probes and scorings of a path
+        # recompute at most block_size - 1 tokens of its shared prefix (vLLM's CPU default is 128).
+        self._block_size = block_size
         self._extra_engine_args = dict(extra_engine_args or {})
 
         self._llm: AsyncLLM | None = None
@@ -233,6 +237,8 @@ class VllmEngine:
             kwargs["gpu_memory_utilization"] = self._gpu_memory_utilization
         if self._max_num_seqs is not None:
             kwargs["max_num_seqs"] = self._max_num_seqs
+        if self._block_size is not None:
+            kwargs["block_size"] = self._block_size
         kwargs.update(self._extra_engine_args)
         args = AsyncEngineArgs(**kwargs)
         return AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._stats)])
@@ -499,29 +505,22 @@ class VllmEngine:
         cont_ids: list[int],
         request_id: str,
     ) -> ScoreResult:
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
-
-        params = SamplingParams(
-            n=1,
-            temperature=0.0,
-            max_tokens=1,
-            # 0 = only the logprob of each actual prompt token. vLLM then skips *reading* the
-            # prefix cache for this request (cached positions would have no logprobs).
-            prompt_logprobs=0,
-            detokenize=False,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
         engine_prompt: dict[str, Any] = {"prompt_token_ids": ctx_ids + cont_ids}
         if item.context.images:
             # The placeholder tokens in the context get expanded by vLLM's multimodal
             # processor; the continuation stays at the tail, which is all we index.
             engine_prompt["multi_modal_data"] = {"image": list(item.context.images)}
-        out = await self._run(llm, engine_prompt, params, request_id, "s")
-        if out is None or (out.outputs and out.outputs[0].finish_reason == "abort"):
-            raise EngineError(f"scoring for request {request_id} was aborted")
+        k = len(cont_ids)
+        # Read the prefix cache: the probe contexts were just prefilled by the probes, and
+        # recomputing them is most of the scoring cost. Cached positions get no prompt logprobs,
+        # but only the continuation's positions are needed; if the cache covered any of them,
+        # score again without reading the cache.
+        out = await self._score_request(llm, engine_prompt, request_id, read_cache=True)
+        needed_from = len(ctx_ids) - 1  # hidden state that predicts the first continuation token
+        if k and (out.num_cached_tokens or 0) > needed_from:
+            out = await self._score_request(llm, engine_prompt, request_id, read_cache=False)
         prompt_ids = list(out.prompt_token_ids or ())
         plps = out.prompt_logprobs
-        k = len(cont_ids)
         if k == 0:
             return ScoreResult(logprob_sum=0.0, num_tokens=0, prompt_tokens=len(prompt_ids))
         if plps is None or len(plps) != len(prompt_ids) or prompt_ids[-k:] != cont_ids:
@@ -533,7 +532,29 @@ class VllmEngine:
             if lp is None:
                 raise EngineError(f"vLLM returned no logprob for prompt position {pos}")
             total += _lp_value(lp)
-        return ScoreResult(logprob_sum=total, num_tokens=k, prompt_tokens=len(prompt_ids))
+        return ScoreResult(
+            logprob_sum=total, num_tokens=k, prompt_tokens=len(prompt_ids),
+            cached_prompt_tokens=out.num_cached_tokens or 0,
+        )
+
+    async def _score_request(self, llm: AsyncLLM, engine_prompt: dict, request_id: str, *, read_cache: bool):
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        params = SamplingParams(
+            n=1,
+            temperature=0.0,
+            max_tokens=1,
+            # 0 = only the logprob of each actual prompt token.
+            prompt_logprobs=0,
+            # vLLM skips reading the prefix cache whenever prompt logprobs are asked for, unless told.
+            skip_reading_prefix_cache=not read_cache,
+            detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        out = await self._run(llm, engine_prompt, params, request_id, "s")
+        if out is None or (out.outputs and out.outputs[0].finish_reason == "abort"):
+            raise EngineError(f"scoring for request {request_id} was aborted")
+        return out
 
     # ------------------------------------------------------------------ submission / abort
 

@@ -21,6 +21,19 @@ def test_clean_sub_questions(raw, expected):
     assert clean_sub_questions(raw, "What is 2+2?", max_k=3) == expected
 
 
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (["How many apples does he have?"], []),
+        (["How many apples does Tom buy?", "How many apples does he have?"],
+         ["How many apples does Tom buy?", "How many apples does he have?"]),
+    ],
+)
+def test_restating_only_the_final_question_sentence_is_no_ars(raw, expected):
+    question = "Tom has 7 apples and buys 5 more. How many apples does he have?"
+    assert clean_sub_questions(raw, question, max_k=4) == expected
+
+
 def test_cache_is_bounded_lru():
     cache = ArsCache(max_entries=2)
     cache.put("a", ["1"])

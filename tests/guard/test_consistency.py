@@ -63,9 +63,11 @@ def test_soft_scores_replace_hard_matches():
     assert r.modal == ["5"]
     assert r.agreement == [0.5]
     assert r.soft_agreement[0] == pytest.approx((0.9 + 0.8 + 0.6 + 0.1) / 4)
-    # Path 2 answered "6" but puts 0.6 on "5": soft matching says it backs the mode.
-    assert r.first_failure_step == [None, None, None, 1]
+    # Path 2 answered "6" but puts 0.6 on "5": its support counts that mass, while the FFS follows
+    # the answer it actually gave.
     assert r.support[2] == pytest.approx(0.6)
+    assert r.support[3] == pytest.approx(0.1)
+    assert r.first_failure_step == [None, None, 1, 1]
 
 
 def test_silent_failure_agreement_among_winner_paths():
