@@ -71,17 +71,22 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
             pipeline = GuardPipeline(engine, config)
         bar = tqdm(total=len(todo), desc=f"{name}:{ars}", unit="q") if tqdm and todo else None
         sem = asyncio.Semaphore(args.concurrency)
+        failures: list[str] = []
 
         async def one(problem):
-            subs = problem.sub_questions[:8] if ars == "gold" else ()
-            params = GuardParams(
-                question=problem.question, sub_questions=tuple(subs), num_paths=args.num_paths,
-                temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
-                scorer="trace" if ars != "none" else "majority", request_id=problem.id,
-            )
-            async with sem:
-                result = await pipeline.run(params)
-            gold_subs = problem.sub_answers[:8] if ars == "gold" else ()
+            subs, gold_subs = gold_ars(problem) if ars == "gold" else ((), ())
+            try:
+                params = GuardParams(
+                    question=problem.question, sub_questions=subs, num_paths=args.num_paths,
+                    temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+                    scorer="trace" if ars != "none" else "majority", request_id=problem.id,
+                )
+                async with sem:
+                    result = await pipeline.run(params)
+            except Exception as exc:  # noqa: BLE001 - one bad item must not end a long run
+                logger.warning("%s: skipped (%s)", problem.id, exc)
+                failures.append(problem.id)
+                return
             rec = records.Record.from_result(problem.id, problem.answer, gold_subs, result)
             records.save([rec], cache_path)
             cached[problem.id] = rec
@@ -91,10 +96,26 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
         await asyncio.gather(*(one(p) for p in todo))
         if bar:
             bar.close()
+        if failures:
+            print(f"{name}:{ars}: {len(failures)} problems failed: {failures[:10]}")
         out[f"{name}:{ars}"] = {p.id: cached[p.id] for p in problems if p.id in cached}
     if engine is not None:
         await engine.shutdown()
     return out
+
+
+def gold_ars(problem: datasets.Problem, max_k: int = 8) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The data's sub-questions with their gold values, minus repeats (some GSM8K rows repeat one)."""
+    seen: set[str] = set()
+    subs, values = [], []
+    for sub, value in zip(problem.sub_questions, problem.sub_answers):
+        key = " ".join(sub.lower().split()).rstrip("?.! ")
+        if key in seen or key == " ".join(problem.question.lower().split()).rstrip("?.! "):
+            continue
+        seen.add(key)
+        subs.append(sub)
+        values.append(value)
+    return tuple(subs[:max_k]), tuple(values[:max_k])
 
 
 def evaluate(recs: list[records.Record], scorer: str, policy: Policy) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -559,6 +560,11 @@ def _normalize_math(raw: str, s: str) -> Answer | None:
     except Exception:
         normalized = re.sub(r"\s+", "", s)
     return Answer(raw=raw, normalized=normalized, kind=AnswerKind.MATH)
+
+
+# math-verify warns on every call made with its (signal-based) timeout disabled; we disable it
+# on purpose (see below), so the warning is noise.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 @functools.lru_cache(maxsize=4096)

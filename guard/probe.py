@@ -23,8 +23,11 @@ class ProbeOutcome:
 
 
 def _short(raw: str) -> str:
-    # Probes are asked for a short value; keep the first line, drop a trailing period.
+    # Probes are asked for a short value; keep the first line, drop a trailing period. Small models
+    # often answer with the calculation ("3 + 16 = 19"): its value is what follows the last "=".
     line = raw.strip().splitlines()[0] if raw.strip() else ""
+    if "=" in line:
+        line = line.rsplit("=", 1)[1]
     return line.strip().rstrip(".").strip()
 
 
