@@ -130,7 +130,9 @@ class GuardPipeline:
             PathResult(
                 index=i,
                 text=c.text,
-                answer=extract_answer(c.text),
+                # A path cut off by max_tokens never reached its conclusion; the last number in it
+                # is not an answer, so it may not vote.
+                answer=extract_answer(c.text) if c.finish_reason != "length" else None,
                 num_tokens=c.num_tokens,
                 finish_reason=c.finish_reason,
                 mean_token_logprob=_mean_logprob(c.token_logprobs),

@@ -137,3 +137,16 @@ async def test_overhead_is_total_minus_engine_wait():
     result = await GuardPipeline(engine, GuardConfig()).run(GuardParams(question="q?", scorer="majority"))
     assert result.engine_wait_ms >= 50
     assert result.timings_ms["total"] >= result.engine_wait_ms
+
+
+async def test_truncated_paths_have_no_answer():
+    class Truncating(ScriptedEngine):
+        async def generate(self, prompt, spec, request_id):
+            result = await super().generate(prompt, spec, request_id)
+            result.completions[0].finish_reason = "length"
+            return result
+
+    engine = Truncating(paths=[" 3 + 4 = 7, then 7 + 1 = 8 and"])
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=2, scorer="majority"))
+    assert result.paths[0].answer is None
+    assert result.paths[1].answer is not None and result.paths[1].answer.normalized == "8"
