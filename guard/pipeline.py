@@ -23,6 +23,7 @@ from guard.probe import probe_paths, score_candidates
 from guard.prompts import PromptBuilder, PromptStyle
 from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage, SubQuestionResult
 from guard.scorers import SCORERS, ScoringInput, select
+from guard.scorers.deepconf import path_confidence
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -272,6 +273,16 @@ class GuardPipeline:
                 for k in range(len(analysis.sub_questions))
             ]
         winner_answer = paths[winner_paths[0]].answer if winner_paths else None
+        features = {"vote_share": selection.vote_share, "weighted_share": selection.weighted_share,
+                    "margin": selection.margin}
+        if winner_paths:
+            if analysis is not None:
+                features["ars_agreement"] = analysis.agreement_among(winner_paths)
+                features["support"] = sum(analysis.support[i] for i in winner_paths) / len(winner_paths)
+            if top_logprobs and any(top_logprobs):
+                features["token_confidence"] = sum(path_confidence(top_logprobs[i]) for i in winner_paths) / len(
+                    winner_paths
+                )
         return GuardResult(
             request_id=params.request_id,
             mode=Mode.GUARD,
@@ -288,5 +299,6 @@ class GuardPipeline:
             sub_questions=table,
             usage=usage,
             notes=notes,
+            features=features,
             scoring=inp,
         )

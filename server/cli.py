@@ -121,6 +121,8 @@ def format_response(resp, show_paths: bool = False) -> str:
             f"ars={pb.ArsSource.Name(resp.ars_source).removeprefix('ARS_SOURCE_')}"
             + (f" ({resp.ars_error})" if resp.ars_error else "")
         )
+    if resp.features:
+        lines.append("features: " + "  ".join(f"{k}={v:.2f}" for k, v in sorted(resp.features.items())))
     lines.append(f"model={resp.model}  request_id={resp.request_id}")
     lines.append("")
     lines.append(f"{'path':>4}  {'answer':<14} {'score':>6} {'support':>7} {'FFS':>4} {'tokens':>6}  win")

@@ -81,6 +81,7 @@ def result_to_response(result: GuardResult, return_paths_text: bool) -> pb.Guard
         ars_error=result.ars_error,
         threshold=result.threshold,
         notes=result.notes,
+        features=result.features,
     )
     for p in result.paths:
         resp.paths.append(

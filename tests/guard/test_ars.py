@@ -52,12 +52,3 @@ def test_cache_key_depends_on_question_and_images():
     assert ars_cache_key("How many?", (img1,)) != ars_cache_key("How many?", (img2,))
     assert ars_cache_key("How many?", (img1,)) != ars_cache_key("How many?", ())
 
-
-@pytest.mark.parametrize(
-    "raw, expected",
-    [(" 12\n", "12"), (" 3 + 16 = 19.", "19"), (" 5 apples", "5 apples"), ("", ""), ("\n\n", ""), (" 7\nmore", "7")],
-)
-def test_short_probe_answer(raw, expected):
-    from guard.probe import _short
-
-    assert _short(raw) == expected

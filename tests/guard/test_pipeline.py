@@ -36,6 +36,9 @@ async def test_guard_accepts_consistent_paths_with_request_ars():
     assert kinds.count("probe") == 8 and "ars" not in kinds
     assert {"sample", "probe", "score", "decide", "total"} <= set(result.timings_ms)
     assert result.usage["probe"].generated_tokens > 0
+    assert result.features["vote_share"] == 1.0 and result.features["ars_agreement"] == 1.0
+    assert result.features["support"] == 1.0 and result.features["margin"] == 1.0
+    assert result.features["token_confidence"] > 0
 
 
 async def test_silent_failure_is_detected_end_to_end():

@@ -50,6 +50,7 @@ async def test_guard_roundtrip(scripted_server):
     assert {t.stage for t in resp.timings} >= {"sample", "probe", "total"}
     assert {u.phase for u in resp.usage} >= {"sample", "probe"}
     assert resp.model == "scripted" and resp.scorer == "trace"
+    assert resp.features["vote_share"] == 1.0 and "ars_agreement" in resp.features
 
 
 async def test_paths_text_only_when_asked(scripted_server):
