@@ -101,6 +101,12 @@ def _lp_value(lp: Any) -> float:
     return float(lp.logprob if hasattr(lp, "logprob") else lp)
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 class VllmEngine:
     """The guard's `Engine` on an in-process vLLM AsyncLLM (engine core runs in a child process)."""
 
@@ -239,6 +245,11 @@ class VllmEngine:
             kwargs["max_num_seqs"] = self._max_num_seqs
         if self._block_size is not None:
             kwargs["block_size"] = self._block_size
+        if _on_cpu():
+            # vLLM 0.32 on CPU kills the engine core when a seeded request's prefill is chunked
+            # ("CPU Generator does not use offset" in _bookkeeping_sync): any client seed under
+            # load would take the sidecar down. Whole-prompt prefill never discards a sampled token.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(self._extra_engine_args)
         args = AsyncEngineArgs(**kwargs)
         return AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._stats)])

@@ -123,3 +123,23 @@ def test_cli_ask_prints_a_decision(sidecar):
     assert first.split()[0] in ("ACCEPT", "ABSTAIN")
     assert "Auxiliary Reasoning Set:" in out.stdout
     assert out.stdout.count("\n") > 8
+
+
+def test_concurrent_seeded_requests_keep_the_engine_alive(channel):
+    """vLLM 0.32 on CPU crashed the engine when seeded requests were prefilled in chunks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [f"A shop has {a} boxes with {b} pens in each box. How many pens does it have?"
+                 for a, b in [(3, 4), (5, 6), (7, 2), (9, 3), (4, 8), (6, 6)]]
+
+    def ask(i_q):
+        i, q = i_q
+        return stub(channel).Guard(
+            pb.GuardRequest(question=q, num_paths=8, max_tokens=32, seed=i, scorer="majority"), timeout=300
+        )
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        responses = list(pool.map(ask, enumerate(questions)))
+    assert all(len(r.paths) == 8 for r in responses)
+    info = stub(channel).GetInfo(pb.GetInfoRequest(), timeout=10)
+    assert info.ready
