@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import datasets, records
+from benchmarks import datasets
+from guard import replay as records
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
 from guard.params import Defaults, GuardParams, Limits
 from guard.policy import Policy

@@ -170,6 +170,50 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from guard import replay
+    from guard.calibration import fit_threshold, risk_and_coverage, split
+    from guard.policy import Policy
+
+    records = []
+    for path in args.data:
+        loaded = replay.load(Path(path))
+        if not loaded:
+            print(f"error: no records in {path} (make them with benchmarks/quality.py)", file=sys.stderr)
+            return 1
+        records.extend(loaded.values())
+    base = Policy.load(args.base_policy) if args.base_policy else Policy()
+    outcomes = [replay.rescore(r, args.scorer, base) for r in records]
+    conf = [o.confidence for o in outcomes]
+    correct = [o.correct for o in outcomes]
+    fit_idx, held_idx = split(len(outcomes), args.fit_fraction, args.seed)
+    result = fit_threshold([conf[i] for i in fit_idx], [correct[i] for i in fit_idx], args.target_risk, args.delta)
+    held_risk, held_cov = risk_and_coverage([conf[i] for i in held_idx], [correct[i] for i in held_idx], result.threshold)
+    fit_risk, fit_cov = risk_and_coverage([conf[i] for i in fit_idx], [correct[i] for i in fit_idx], result.threshold)
+    threshold = result.threshold if result.feasible else 1.01  # > any confidence: accept nothing
+    thresholds = dict(base.thresholds)
+    thresholds[args.scorer] = threshold
+    summary = {
+        "scorer": args.scorer, "target_risk": args.target_risk, "delta": args.delta,
+        "data": [str(p) for p in args.data], "items": len(outcomes), "fit_items": len(fit_idx),
+        "held_out_items": len(held_idx), "feasible": result.feasible, "threshold": threshold,
+        "fit_risk": fit_risk, "fit_coverage": fit_cov, "fit_risk_upper_bound": result.fit_risk_bound,
+        "held_out_risk": held_risk, "held_out_coverage": held_cov,
+        "base_accuracy": sum(correct) / len(correct) if correct else 0.0,
+    }
+    policy = Policy(
+        thresholds=thresholds, default_threshold=base.default_threshold, answer_agreement=base.answer_agreement,
+        step_agreement=base.step_agreement, ffs_agreement=base.ffs_agreement,
+    )
+    policy.dump(args.out, calibration=summary)
+    print(json.dumps(summary, indent=2))
+    if not result.feasible:
+        print(f"warning: no threshold keeps risk under {args.target_risk} at delta {args.delta}; "
+              "the policy abstains on everything for this scorer", file=sys.stderr)
+    print(f"policy written to {args.out}")
+    return 0
+
+
 def _fetch_model(args: argparse.Namespace) -> int:
     from server.model_store import ensure_default_model
 
@@ -228,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--address", default=DEFAULT_ADDRESS)
     i.add_argument("--timeout", type=float, default=10.0)
     i.set_defaults(func=_info)
+
+    c = sub.add_parser("calibrate", help="fit the acceptance threshold to a target risk on labelled records")
+    c.add_argument("--data", action="append", required=True,
+                   help="records JSONL written by benchmarks/quality.py (repeatable)")
+    c.add_argument("--scorer", choices=["majority", "deepconf", "trace"], default="trace")
+    c.add_argument("--target-risk", type=float, required=True, help="error rate allowed among accepted answers")
+    c.add_argument("--delta", type=float, default=0.1, help="allowed probability of exceeding the target")
+    c.add_argument("--fit-fraction", type=float, default=0.5, help="share of items used to fit; the rest is held out")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--base-policy", help="policy file whose other settings are kept")
+    c.add_argument("--out", default="policy.json")
+    c.set_defaults(func=_calibrate)
 
     f = sub.add_parser("fetch-model", help="fetch and convert the default model (SmolLM2-135M-Instruct)")
     f.add_argument("--dir", help="target directory (default: models/SmolLM2-135M-Instruct)")

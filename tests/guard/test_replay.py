@@ -1,6 +1,6 @@
 """Benchmark records: a cached record re-scores to the same verdicts as the live pipeline."""
 
-from benchmarks import records
+from guard import replay as records
 from guard.params import GuardParams
 from guard.pipeline import GuardPipeline
 from guard.policy import Policy

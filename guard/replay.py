@@ -1,4 +1,4 @@
-"""Per-problem records of sampled paths, probe answers and scores: cached as JSONL so re-scoring never re-samples."""
+"""Replay of guard decisions from recorded samples: JSONL records that re-score without re-sampling."""
 
 from __future__ import annotations
 

@@ -1,0 +1,62 @@
+"""Calibration: binomial bounds, fixed-sequence threshold fitting, splits."""
+
+import random
+
+import pytest
+
+from guard.calibration import binomial_upper_bound, fit_threshold, risk_and_coverage, split
+
+
+@pytest.mark.parametrize(
+    "errors, n, delta, expected",
+    [
+        (0, 10, 0.05, 0.2589),  # 1 - 0.05 ** (1/10)
+        (0, 100, 0.05, 0.0295),
+        (5, 100, 0.05, 0.1023),
+        (10, 10, 0.1, 1.0),
+        (0, 0, 0.1, 1.0),
+    ],
+)
+def test_clopper_pearson_upper_bound(errors, n, delta, expected):
+    assert binomial_upper_bound(errors, n, delta) == pytest.approx(expected, abs=2e-3)
+
+
+def test_fit_picks_lowest_threshold_meeting_the_bound():
+    # Confident items are right, unconfident ones wrong.
+    conf = [0.9] * 50 + [0.5] * 50
+    correct = [True] * 50 + [False] * 50
+    result = fit_threshold(conf, correct, target_risk=0.1, delta=0.1)
+    assert result.feasible and result.threshold == 0.9
+    assert result.fit_accepted == 50 and result.fit_errors == 0
+    assert result.fit_risk_bound <= 0.1
+
+
+def test_infeasible_target_accepts_nothing():
+    result = fit_threshold([0.9, 0.8, 0.7], [False, False, True], target_risk=0.05, delta=0.1)
+    assert not result.feasible and result.threshold == float("inf")
+    assert risk_and_coverage([0.9], [False], result.threshold) == (0.0, 0.0)
+
+
+def test_bound_holds_on_held_out_data_in_simulation():
+    # Confidence is informative: P(correct) = confidence. The held-out risk should respect the
+    # target in the vast majority of draws (delta = 0.1).
+    rng = random.Random(0)
+    violations = 0
+    coverages = []
+    for trial in range(40):
+        conf = [rng.random() for _ in range(600)]
+        correct = [rng.random() < c for c in conf]
+        fit, held = split(len(conf), 0.5, seed=trial)
+        r = fit_threshold([conf[i] for i in fit], [correct[i] for i in fit], target_risk=0.2, delta=0.1)
+        risk, coverage = risk_and_coverage([conf[i] for i in held], [correct[i] for i in held], r.threshold)
+        coverages.append(coverage)
+        violations += risk > 0.2 + 0.05
+    assert violations <= 4
+    # Valid is not enough: it must also accept a useful share (P(correct) >= 0.8 covers 20%).
+    assert sum(coverages) / len(coverages) > 0.1
+
+
+def test_split_is_a_seeded_partition():
+    a, b = split(10, 0.6, seed=3)
+    assert sorted(a + b) == list(range(10)) and len(a) == 6
+    assert split(10, 0.6, seed=3) == (a, b)

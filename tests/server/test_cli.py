@@ -1,0 +1,49 @@
+"""The trace-guard command: calibrate on recorded samples, and the readable rendering of a response."""
+
+import json
+
+from guard import replay
+from guard.params import GuardParams
+from guard.pipeline import GuardPipeline
+from guard.policy import Policy
+from server.cli import format_response, main
+from server.convert import result_to_response
+from tests.scripted_engine import ScriptedEngine
+
+
+async def _records(n_good: int, n_bad: int) -> list[replay.Record]:
+    out = []
+    unanimous = ScriptedEngine(paths=[" 3 + 4 = 7.\nAnswer: 7"], probe=lambda p, s: "7")
+    split_vote = ScriptedEngine(paths=[" Answer: 7", " Answer: 8", " Answer: 9"], probe=lambda p, s: p[-1])
+    for i in range(n_good):
+        r = await GuardPipeline(unanimous).run(GuardParams(question="q?", num_paths=3, sub_questions=("s?",)))
+        out.append(replay.Record.from_result(f"good{i}", "7", [], r))
+    for i in range(n_bad):
+        r = await GuardPipeline(split_vote).run(GuardParams(question="q?", num_paths=3, sub_questions=("s?",)))
+        out.append(replay.Record.from_result(f"bad{i}", "9", [], r))  # the split vote picks 7: wrong
+    return out
+
+
+async def test_calibrate_writes_a_policy_that_serve_can_load(tmp_path, capsys):
+    data = tmp_path / "records.jsonl"
+    replay.save(await _records(60, 60), data)
+    out = tmp_path / "policy.json"
+    assert main(["calibrate", "--data", str(data), "--target-risk", "0.1", "--delta", "0.1", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["calibration"]
+    policy = Policy.load(out)
+    # Unanimous items have confidence 1, split ones 1/3: the fitted threshold separates them.
+    assert summary["feasible"] and 1 / 3 < policy.threshold_for("trace") <= 1.0
+    assert summary["held_out_risk"] == 0.0 and 0.3 < summary["held_out_coverage"] < 0.7
+    assert "policy written" in capsys.readouterr().out
+
+
+async def test_format_response_shows_decision_ars_and_ffs():
+    engine = ScriptedEngine(paths=[" Answer: 12", " Answer: 12", " Answer: 11"], probe=lambda p, s: p.split()[-1])
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3, sub_questions=("What total?",)))
+    text = format_response(result_to_response(result, return_paths_text=False))
+    first = text.splitlines()[0]
+    assert first.split()[0] in ("ACCEPT", "ABSTAIN") and "answer=12" in first
+    assert "Auxiliary Reasoning Set:" in text and "What total?" in text
+    assert "region=" in text and "timings (ms):" in text
+    # Path 2 answered 11 against a 2/3 mode: its FFS is 1.
+    assert any(line.split()[:2] == ["2", "11"] and line.split()[4] == "1" for line in text.splitlines())
