@@ -18,6 +18,7 @@ from guard.engine import Engine
 from guard.errors import EngineError
 from guard.pipeline import GuardConfig, GuardPipeline
 from server.admission import Admission
+from server.auth import BearerAuthInterceptor, server_credentials
 from server.interceptors import ErrorInterceptor
 from server.metrics import GuardMetrics
 from server.pb import guard_pb2, guard_pb2_grpc
@@ -41,6 +42,13 @@ class ServerOptions:
     health_check_interval_seconds: float = 5.0
     # Written once the ports are bound: {"port": ..., "metrics_port": ...} (for scripts and tests).
     port_file: str | None = None
+    # Bearer token required on every call (None: no auth); health checks stay open if health_open.
+    auth_token: str | None = None
+    auth_health_open: bool = True
+    # TLS: certificate chain and key; with a client CA, mutual TLS.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
 
 
 class GuardServer:
@@ -69,8 +77,12 @@ class GuardServer:
     async def start(self) -> None:
         """Bind and serve at once (health NOT_SERVING), then load the engine in the background."""
         opts = self.options
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if opts.auth_token:
+            interceptors.append(BearerAuthInterceptor(opts.auth_token, health_open=opts.auth_health_open))
+        interceptors.append(ErrorInterceptor(self.metrics))
         self._server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(self.metrics)],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", opts.max_message_bytes),
                 ("grpc.max_send_message_length", opts.max_message_bytes),
@@ -81,7 +93,14 @@ class GuardServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        self.port = self._server.add_insecure_port(f"{opts.host}:{opts.port}")
+        address = f"{opts.host}:{opts.port}"
+        if opts.tls_cert_file and opts.tls_key_file:
+            creds = server_credentials(opts.tls_cert_file, opts.tls_key_file, opts.tls_client_ca_file)
+            self.port = self._server.add_secure_port(address, creds)
+        elif opts.tls_cert_file or opts.tls_key_file or opts.tls_client_ca_file:
+            raise ValueError("TLS needs both a certificate and a key")
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot bind {opts.host}:{opts.port}")
         await self._set_serving(False)

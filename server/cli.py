@@ -41,7 +41,12 @@ def _serve(args: argparse.Namespace) -> int:
         policy=Policy.load(args.policy) if args.policy else Policy(),
         prompt_style=PromptStyle(args.prompt_style),
     )
+    from server.auth import load_token
+
     options = ServerOptions(
+        auth_token=load_token(args.auth_token_file),
+        auth_health_open=not args.auth_protect_health,
+        tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, tls_client_ca_file=args.tls_client_ca,
         host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         max_concurrent_requests=args.max_concurrent, max_queued_requests=args.max_queued,
         grace_seconds=args.grace_seconds, port_file=args.port_file,
@@ -56,10 +61,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _channel(address: str):
+def _channel(args: argparse.Namespace):
+    """A channel to the sidecar: TLS when a CA is given (client cert too for mutual TLS), bearer token if set."""
     import grpc
 
-    return grpc.insecure_channel(address)
+    token = args.token or os.environ.get("TRACE_GUARD_AUTH_TOKEN")
+    if not args.tls_ca:
+        if token:
+            # A plaintext channel cannot carry call credentials; send the token as metadata instead.
+            args.metadata = (("authorization", f"Bearer {token}"),)
+        return grpc.insecure_channel(args.address)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=Path(args.tls_ca).read_bytes(),
+        private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
+        certificate_chain=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+    )
+    if token:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(args.address, creds)
 
 
 def _read_image(path: str):
@@ -89,10 +108,11 @@ def _ask(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(req, "num_paths" if name == "paths" else name, value)
-    with _channel(args.address) as channel:
+    args.metadata = None
+    with _channel(args) as channel:
         stub = guard_pb2_grpc.GuardServiceStub(channel)
         try:
-            resp = stub.Guard(req, timeout=args.timeout)
+            resp = stub.Guard(req, timeout=args.timeout, metadata=args.metadata)
         except grpc.RpcError as err:
             print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
@@ -160,9 +180,12 @@ def _info(args: argparse.Namespace) -> int:
     from server.pb import guard_pb2 as pb
     from server.pb import guard_pb2_grpc
 
-    with _channel(args.address) as channel:
+    args.metadata = None
+    with _channel(args) as channel:
         try:
-            resp = guard_pb2_grpc.GuardServiceStub(channel).GetInfo(pb.GetInfoRequest(), timeout=args.timeout)
+            resp = guard_pb2_grpc.GuardServiceStub(channel).GetInfo(
+                pb.GetInfoRequest(), timeout=args.timeout, metadata=args.metadata
+            )
         except grpc.RpcError as err:
             print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
@@ -221,6 +244,13 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", help="bearer token (default: $TRACE_GUARD_AUTH_TOKEN)")
+    p.add_argument("--tls-ca", help="CA certificate (PEM) to verify the sidecar: enables TLS")
+    p.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
+    p.add_argument("--tls-key", help="client key (PEM) for mutual TLS")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trace-guard", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("TRACE_GUARD_LOG_LEVEL", "INFO"))
@@ -249,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-concurrent", type=int, default=8, help="requests processed at once")
     s.add_argument("--max-queued", type=int, default=64, help="requests waiting before RESOURCE_EXHAUSTED")
     s.add_argument("--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM")
+    s.add_argument("--auth-token-file", help="require 'authorization: Bearer <token>' (token: first line of "
+                   "the file; or set TRACE_GUARD_AUTH_TOKEN)")
+    s.add_argument("--auth-protect-health", action="store_true", help="require the token for health checks too")
+    s.add_argument("--tls-cert", help="server certificate chain (PEM); enables TLS with --tls-key")
+    s.add_argument("--tls-key", help="server private key (PEM)")
+    s.add_argument("--tls-client-ca", help="CA (PEM) that client certificates must chain to: mutual TLS")
     s.set_defaults(func=_serve)
 
     a = sub.add_parser("ask", help="send one question to a running sidecar")
@@ -266,11 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--show-paths", action="store_true", help="print each path's text")
     a.add_argument("--json", action="store_true", help="print the response as JSON")
     a.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
+    _client_args(a)
     a.set_defaults(func=_ask)
 
     i = sub.add_parser("info", help="show the sidecar's model, defaults and limits")
     i.add_argument("--address", default=DEFAULT_ADDRESS)
     i.add_argument("--timeout", type=float, default=10.0)
+    _client_args(i)
     i.set_defaults(func=_info)
 
     c = sub.add_parser("calibrate", help="fit the acceptance threshold to a target risk on labelled records")

@@ -78,14 +78,18 @@ def sidecar(tmp_path_factory) -> Sidecar:
         print(f"\nsidecar ready in {time.monotonic() - start:.1f}s at {handle.address}")
         yield handle
     finally:
+        drained = None
         if proc.poll() is None:
+            # SIGTERM is a graceful drain: the process must exit 0 and leave no engine behind.
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=60)
+                drained = proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         log.close()
+    if drained is not None and drained != 0:
+        raise RuntimeError(f"sidecar exited {drained} on SIGTERM:\n" + log_path.read_text()[-3000:])
 
 
 @pytest.fixture
