@@ -82,6 +82,7 @@ def result_to_response(result: GuardResult, return_paths_text: bool) -> pb.Guard
         threshold=result.threshold,
         notes=result.notes,
         features=result.features,
+        engine_wait_ms=result.engine_wait_ms,
     )
     for p in result.paths:
         resp.paths.append(

@@ -314,7 +314,8 @@ class VllmEngine:
     # ------------------------------------------------------------------ introspection
 
     def info(self) -> ModelInfo:
-        self._engine()
+        # Answers before the engine is up too (GetInfo reports ready=false then): until the model
+        # config is loaded, max_model_len is the configured one and images count as unsupported.
         return ModelInfo(
             name=self._name,
             engine=ENGINE_NAME,

@@ -143,3 +143,50 @@ def test_concurrent_seeded_requests_keep_the_engine_alive(channel):
     assert all(len(r.paths) == 8 for r in responses)
     info = stub(channel).GetInfo(pb.GetInfoRequest(), timeout=10)
     assert info.ready
+
+
+def test_latency_benchmark_smoke(sidecar, tmp_path):
+    """benchmarks/latency.py end to end on a couple of requests, so it keeps working."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency", "--address", sidecar.address, "--num-requests", "2",
+         "--max-tokens", "16", "--paths", "2", "--scorer", "trace", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    results = json.loads((tmp_path / "latency.json").read_text())
+    assert set(results) == {"raw@c1", "guard-trace-n2@c1"}
+    assert results["guard-trace-n2@c1"]["p50_s"] > 0
+    assert (tmp_path / "latency_cdf.png").stat().st_size > 1000
+
+
+def test_get_info_answers_while_the_engine_loads(tmp_path):
+    """GetInfo and health answer at once; Guard says UNAVAILABLE until the engine is ready."""
+    import json as _json
+    import signal
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port_file = tmp_path / "ports.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", "0", "--metrics-port", "-1", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = f"127.0.0.1:{_json.loads(port_file.read_text())['port']}"
+        with grpc.insecure_channel(address) as ch:
+            info = stub(ch).GetInfo(pb.GetInfoRequest(), timeout=10)
+            health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert info.model and not info.ready
+            assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                stub(ch).Guard(pb.GuardRequest(question=QUESTION), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
