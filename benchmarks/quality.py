@@ -22,7 +22,7 @@ from pathlib import Path
 from benchmarks import datasets
 from guard import replay as records
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
-from guard.params import Defaults, GuardParams, Limits
+from guard.params import Defaults, GuardParams, Limits, _canonical
 from guard.policy import Policy
 
 SCORER_NAMES = ("majority", "deepconf", "trace")
@@ -109,9 +109,10 @@ def gold_ars(problem: datasets.Problem, max_k: int = 8) -> tuple[tuple[str, ...]
     """The data's sub-questions with their gold values, minus repeats (some GSM8K rows repeat one)."""
     seen: set[str] = set()
     subs, values = [], []
+    main = _canonical(problem.question)
     for sub, value in zip(problem.sub_questions, problem.sub_answers):
-        key = " ".join(sub.lower().split()).rstrip("?.! ")
-        if key in seen or key == " ".join(problem.question.lower().split()).rstrip("?.! "):
+        key = _canonical(sub)
+        if key in seen or key == main:
             continue
         seen.add(key)
         subs.append(sub)
@@ -152,8 +153,7 @@ def single_sample_accuracy(recs: list[records.Record]) -> float:
     """Accuracy of the first sampled path alone: the raw single-sample baseline at the same temperature."""
     hits = 0
     for r in recs:
-        a = r.scoring_input(Policy()).answers[0] if r.answers else None
-        hits += r.is_correct(a)
+        hits += r.is_correct(r.answer_objects()[0] if r.answers else None)
     return hits / len(recs) if recs else float("nan")
 
 

@@ -59,21 +59,25 @@ def fit_threshold(
     """
     if not 0 < target_risk < 1 or not 0 < delta < 1:
         raise ValueError("target_risk and delta must be in (0, 1)")
-    candidates = sorted(set(confidences), reverse=True)
     # Fewest accepted items that could pass even with no error: stricter thresholds are skipped
     # rather than tested (they would fail and end the sequence). The skip looks only at the
     # confidences, never at the labels, so the guarantee is unchanged.
     min_accepted = math.ceil(math.log(delta) / math.log1p(-target_risk))
     best = CalibrationResult(threshold=math.inf, fit_accepted=0, fit_errors=0, fit_risk_bound=1.0, feasible=False)
-    for threshold in candidates:
-        accepted = [ok for c, ok in zip(confidences, correct) if c >= threshold]
-        if len(accepted) < min_accepted:
+    items = sorted(zip(confidences, correct), key=lambda item: -item[0])
+    accepted = errors = 0
+    for i, (threshold, ok) in enumerate(items):
+        accepted += 1
+        errors += 0 if ok else 1
+        # Items tied at this confidence are accepted together: test once the last of them is in.
+        if i + 1 < len(items) and items[i + 1][0] == threshold:
             continue
-        errors = sum(1 for ok in accepted if not ok)
-        bound = binomial_upper_bound(errors, len(accepted), delta)
+        if accepted < min_accepted:
+            continue
+        bound = binomial_upper_bound(errors, accepted, delta)
         if bound > target_risk:
             break
-        best = CalibrationResult(threshold, len(accepted), errors, bound, True)
+        best = CalibrationResult(threshold, accepted, errors, bound, True)
     return best
 
 

@@ -49,8 +49,11 @@ class Record:
             generated_tokens=sum(u.generated_tokens for u in result.usage.values()),
         )
 
+    def answer_objects(self) -> list[Answer | None]:
+        return [Answer(a[0], a[1], AnswerKind(a[2])) if a else None for a in self.answers]
+
     def scoring_input(self, policy: Policy) -> ScoringInput:
-        answers = [Answer(a[0], a[1], AnswerKind(a[2])) if a else None for a in self.answers]
+        answers = self.answer_objects()
         ars = None
         if self.sub_questions:
             ars = analyze_ars(self.sub_questions, self.path_answers, self.soft, ffs_threshold=policy.ffs_agreement)

@@ -62,15 +62,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _channel(args: argparse.Namespace):
-    """A channel to the sidecar: TLS when a CA is given (client cert too for mutual TLS), bearer token if set."""
+    """A channel to the sidecar and the metadata to send on each call.
+
+    TLS when a CA is given (client cert too for mutual TLS); the bearer token rides as call
+    credentials on TLS, and as plain metadata on a plaintext channel, which cannot carry credentials.
+    """
     import grpc
 
     token = args.token or os.environ.get("TRACE_GUARD_AUTH_TOKEN")
     if not args.tls_ca:
-        if token:
-            # A plaintext channel cannot carry call credentials; send the token as metadata instead.
-            args.metadata = (("authorization", f"Bearer {token}"),)
-        return grpc.insecure_channel(args.address)
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
+        return grpc.insecure_channel(args.address), metadata
     creds = grpc.ssl_channel_credentials(
         root_certificates=Path(args.tls_ca).read_bytes(),
         private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
@@ -78,7 +80,7 @@ def _channel(args: argparse.Namespace):
     )
     if token:
         creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
-    return grpc.secure_channel(args.address, creds)
+    return grpc.secure_channel(args.address, creds), None
 
 
 def _read_image(path: str):
@@ -108,11 +110,11 @@ def _ask(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(req, "num_paths" if name == "paths" else name, value)
-    args.metadata = None
-    with _channel(args) as channel:
+    channel, metadata = _channel(args)
+    with channel:
         stub = guard_pb2_grpc.GuardServiceStub(channel)
         try:
-            resp = stub.Guard(req, timeout=args.timeout, metadata=args.metadata)
+            resp = stub.Guard(req, timeout=args.timeout, metadata=metadata)
         except grpc.RpcError as err:
             print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
@@ -180,11 +182,11 @@ def _info(args: argparse.Namespace) -> int:
     from server.pb import guard_pb2 as pb
     from server.pb import guard_pb2_grpc
 
-    args.metadata = None
-    with _channel(args) as channel:
+    channel, metadata = _channel(args)
+    with channel:
         try:
             resp = guard_pb2_grpc.GuardServiceStub(channel).GetInfo(
-                pb.GetInfoRequest(), timeout=args.timeout, metadata=args.metadata
+                pb.GetInfoRequest(), timeout=args.timeout, metadata=metadata
             )
         except grpc.RpcError as err:
             print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
@@ -194,6 +196,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from guard import replay
     from guard.calibration import fit_threshold, risk_and_coverage, split
     from guard.policy import Policy
@@ -224,10 +228,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         "held_out_risk": held_risk, "held_out_coverage": held_cov,
         "base_accuracy": sum(correct) / len(correct) if correct else 0.0,
     }
-    policy = Policy(
-        thresholds=thresholds, default_threshold=base.default_threshold, answer_agreement=base.answer_agreement,
-        step_agreement=base.step_agreement, ffs_agreement=base.ffs_agreement,
-    )
+    policy = dataclasses.replace(base, thresholds=thresholds, source="default")
     policy.dump(args.out, calibration=summary)
     print(json.dumps(summary, indent=2))
     if not result.feasible:
