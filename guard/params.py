@@ -31,6 +31,7 @@ class Limits:
     max_request_id_chars: int = 128
     max_temperature: float = 2.0
     max_seed: int = 2**63 - 1
+    max_latency_budget_ms: int = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class GuardParams:
     """Include each path's text in the result."""
     scorer: str = "trace"
     """Name of the consistency scorer (see `guard.scorers.SCORERS`)."""
+    latency_budget_ms: int | None = None
+    """Soft latency target: past it the guard skips or cuts short ARS, probing and scoring (never
+    sampling) and says so in the result's notes. None: no budget (the gRPC deadline still applies)."""
     limits: Limits = field(default_factory=Limits, repr=False, compare=False)
     """Bounds the other fields were validated against."""
 
@@ -109,6 +113,8 @@ class GuardParams:
         _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
         if self.seed is not None:
             _check_int("seed", self.seed, 0, lim.max_seed)
+        if self.latency_budget_ms is not None:
+            _check_int("latency_budget_ms", self.latency_budget_ms, 1, lim.max_latency_budget_ms)
         if not isinstance(self.mode, Mode):
             raise InvalidArgumentError("mode", f"unknown mode {self.mode!r}")
         if len(self.request_id) > lim.max_request_id_chars:

@@ -13,13 +13,14 @@ from typing import Awaitable, Iterator, TypeVar
 
 from guard.answers import extract_answer, cluster_answers
 from guard.ars import ArsCache, ArsOutcome, ars_cache_key, generate_ars
+from guard.budget import Budget, StageCostModel
 from guard.consistency import ArsAnalysis, analyze_ars
 from guard.engine import Engine, GenerationResult, SampleSpec
 from guard.errors import InvalidArgumentError
 from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
 from guard.policy import Policy, decide
-from guard.probe import probe_paths, score_candidates
+from guard.probe import plan_scoring, probe_paths, score_candidates
 from guard.prompts import PromptBuilder, PromptStyle
 from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage, SubQuestionResult
 from guard.scorers import SCORERS, ScoringInput, select
@@ -42,6 +43,8 @@ class GuardConfig:
     ars_max_tokens: int = 200
     probe_max_tokens: int = 12
     ars_cache_entries: int = 1024
+    # Log each request's question and answer (off by default: request text stays out of logs).
+    log_request_text: bool = False
 
 
 class _Clock:
@@ -77,6 +80,7 @@ class GuardPipeline:
         self.config = config or GuardConfig()
         self.ars_cache = ArsCache(self.config.ars_cache_entries)
         self.prompts = PromptBuilder(self.config.prompt_style, engine.render_chat)
+        self.costs = StageCostModel()
 
     async def run(self, params: GuardParams) -> GuardResult:
         """Guard one request. Cancelling the calling task aborts every engine request it started."""
@@ -92,20 +96,26 @@ class GuardPipeline:
         clock = _Clock()
         rid = params.request_id
         start = time.perf_counter()
+        budget = Budget.from_ms(params.latency_budget_ms)
         with clock.stage("validate"):
             images = await self._decode_images(params)
         if params.mode is Mode.RAW:
             result = await self._raw(params, images, clock)
         else:
-            result = await self._guard(params, images, clock)
+            result = await self._guard(params, images, clock, budget)
         clock.timings_ms["total"] = (time.perf_counter() - start) * 1e3
         result.timings_ms = clock.timings_ms
         result.engine_wait_ms = clock.engine_wait_ms
         logger.info(
-            "request %s: mode=%s decision=%s answer=%s confidence=%.3f total_ms=%.0f",
-            rid, params.mode.value, result.decision.value,
-            result.answer.normalized if result.answer else None, result.confidence, clock.timings_ms["total"],
+            "request %s: mode=%s decision=%s confidence=%.3f total_ms=%.0f%s",
+            rid, params.mode.value, result.decision.value, result.confidence, clock.timings_ms["total"],
+            f" degraded={','.join(result.degraded_stages)}" if result.degraded_stages else "",
         )
+        if self.config.log_request_text:
+            logger.info(
+                "request %s text: question=%r answer=%r",
+                rid, params.question[:500], result.answer.raw if result.answer else None,
+            )
         return result
 
     async def _decode_images(self, params: GuardParams) -> list[object]:
@@ -177,10 +187,12 @@ class GuardPipeline:
             self.ars_cache.put(key, outcome.sub_questions)
         return outcome
 
-    async def _guard(self, params: GuardParams, images: list[object], clock: _Clock) -> GuardResult:
+    async def _guard(self, params: GuardParams, images: list[object], clock: _Clock, budget: Budget) -> GuardResult:
         rid = params.request_id
         scorer = SCORERS[params.scorer]
         usage = {"sample": PhaseUsage()}
+        notes: list[str] = []
+        degraded: list[str] = []
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
         # Paths and the ARS are independent: start both now so ARS generation adds no serial latency.
         sample_task = asyncio.ensure_future(
@@ -196,7 +208,16 @@ class GuardPipeline:
             usage["sample"].add(sampled.prompt_tokens, sampled.generated_tokens, sampled.cached_prompt_tokens)
             with clock.stage("extract"):
                 paths = await asyncio.to_thread(self._paths, params, sampled)
-            ars_outcome = await clock.engine(ars_task) if ars_task is not None else None
+            ars_outcome = None
+            if ars_task is not None:
+                ars_outcome = await self._within_budget(clock.engine(ars_task), budget)
+                if ars_outcome is None:
+                    ars_task = None  # cancelled by _within_budget
+                    degraded.append("ars")
+                    notes.append(
+                        f"latency budget: ARS generation cut short after sampling "
+                        f"({params.latency_budget_ms} ms budget); answer-only consistency"
+                    )
         except BaseException:
             for task in (sample_task, ars_task):
                 if task is not None:
@@ -204,16 +225,41 @@ class GuardPipeline:
             raise
 
         analysis = None
-        notes: list[str] = []
         if ars_outcome is not None and ars_outcome.sub_questions:
-            analysis = await self._probe_and_score(params, images, paths, ars_outcome.sub_questions, usage, clock)
+            analysis = await self._probe_and_score(
+                params, images, paths, ars_outcome.sub_questions, usage, clock, budget, notes, degraded
+            )
         with clock.stage("decide"):
             top_logprobs = [c.top_logprobs for c in sampled.completions]
             result = self._decide(params, paths, top_logprobs, analysis, usage, notes)
+        result.degraded_stages = degraded
         if ars_outcome is not None:
             result.ars_source = ars_outcome.source if analysis is not None else ArsSource.NONE
             result.ars_error = ars_outcome.error
         return result
+
+    async def _within_budget(self, awaitable: Awaitable[T], budget: Budget) -> T | None:
+        """Await within what is left of the budget; None (and the work cancelled) when it runs out.
+
+        Cancelling a stage cancels its engine calls, which aborts their engine requests.
+        """
+        if not budget.limited:
+            return await awaitable
+        task = asyncio.ensure_future(awaitable)
+        remaining = budget.remaining_ms()
+        if remaining > 0:
+            done, _ = await asyncio.wait([task], timeout=remaining / 1e3)
+            if done:
+                return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+
+    def _fits(self, stage: str, items: int, budget: Budget) -> tuple[bool, float, float | None]:
+        remaining = budget.remaining_ms()
+        expected = self.costs.estimate_ms(stage, items)
+        fits = remaining > 0 and (expected is None or expected <= remaining)
+        return fits, remaining, expected
 
     async def _timed_ars(self, params, images, usage: PhaseUsage, clock: _Clock) -> ArsOutcome:
         start = time.perf_counter()
@@ -225,22 +271,59 @@ class GuardPipeline:
 
     async def _probe_and_score(
         self, params: GuardParams, images, paths: list[PathResult], sub_questions: list[str],
-        usage: dict[str, PhaseUsage], clock: _Clock,
-    ) -> ArsAnalysis:
+        usage: dict[str, PhaseUsage], clock: _Clock, budget: Budget, notes: list[str], degraded: list[str],
+    ) -> ArsAnalysis | None:
+        """Probe every path with every sub-question, then score the candidates; under a budget, skip or
+        cut short what does not fit (no probes: answer-only; no scores: hard agreement only)."""
+        n_probe = len(paths) * len(sub_questions)
+        fits, remaining, expected = self._fits("probe", n_probe, budget)
+        if not fits:
+            degraded += ["probe", "score"]
+            notes.append(f"latency budget: skipped probing and scoring ({_budget_note(remaining, expected)}); "
+                         "answer-only consistency")
+            return None
         usage["probe"] = PhaseUsage()
-        usage["score"] = PhaseUsage()
+        start = time.perf_counter()
         with clock.stage("probe"):
-            probes = await clock.engine(
-                probe_paths(
-                    self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
-                    system_prompt=params.system_prompt, images=images, max_tokens=self.config.probe_max_tokens,
-                    request_id=params.request_id, usage=usage["probe"],
-                )
+            probes = await self._within_budget(
+                clock.engine(
+                    probe_paths(
+                        self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
+                        system_prompt=params.system_prompt, images=images, max_tokens=self.config.probe_max_tokens,
+                        request_id=params.request_id, usage=usage["probe"],
+                    )
+                ),
+                budget,
             )
+        if probes is None:
+            degraded += ["probe", "score"]
+            notes.append("latency budget: probing cut short; answer-only consistency")
+            return None
+        self.costs.observe("probe", n_probe, (time.perf_counter() - start) * 1e3)
+
+        plan = plan_scoring(self.prompts, probes)
+        usage["score"] = PhaseUsage()
+        soft = None
+        fits, remaining, expected = self._fits("score", len(plan.items), budget)
         with clock.stage("score"):
-            soft = await clock.engine(
-                score_candidates(self.engine, self.prompts, probes, request_id=params.request_id, usage=usage["score"])
-            )
+            if not plan.items:
+                soft = plan.base
+            elif not fits:
+                degraded.append("score")
+                notes.append(f"latency budget: skipped scoring ({_budget_note(remaining, expected)}); "
+                             "hard sub-question agreement only")
+            else:
+                start = time.perf_counter()
+                soft = await self._within_budget(
+                    clock.engine(score_candidates(self.engine, plan, request_id=params.request_id,
+                                                  usage=usage["score"])),
+                    budget,
+                )
+                if soft is None:
+                    degraded.append("score")
+                    notes.append("latency budget: scoring cut short; hard sub-question agreement only")
+                else:
+                    self.costs.observe("score", len(plan.items), (time.perf_counter() - start) * 1e3)
         return analyze_ars(sub_questions, probes.answers, soft, ffs_threshold=self.config.policy.ffs_agreement)
 
     def _decide(
@@ -302,3 +385,8 @@ class GuardPipeline:
             features=features,
             scoring=inp,
         )
+
+
+def _budget_note(remaining_ms: float, expected_ms: float | None) -> str:
+    left = f"{max(0.0, remaining_ms):.0f} ms of the budget left"
+    return left if expected_ms is None else f"{left}, about {expected_ms:.0f} ms needed"

@@ -72,48 +72,60 @@ async def probe_paths(
     return ProbeOutcome(grid, answers, surface)
 
 
-async def score_candidates(
-    engine: Engine,
-    prompts: PromptBuilder,
-    probes: ProbeOutcome,
-    *,
-    request_id: str,
-    usage: PhaseUsage,
-    max_candidates: int = 4,
-) -> list[list[SoftAnswer | None]]:
-    """Soft answer distribution of every path on every sub-question, from one batch of scorings.
+@dataclass
+class ScorePlan:
+    """The teacher-forced scorings that turn probe answers into soft distributions."""
 
-    For sub-question k the distinct probe answers (the `max_candidates` most common) are the
-    candidates; each is scored under each path's probe prompt, and a softmax over the candidates'
-    log-likelihoods gives the path's distribution.
-    """
+    items: list[ScoreItem]
+    # index[j]: (sub-question k, path i, candidate) that items[j] scores.
+    index: list[tuple[int, int, str]]
+    # Distributions known without scoring: one candidate only (all mass on it), or none.
+    base: list[list[SoftAnswer | None]]
+
+
+def plan_scoring(prompts: PromptBuilder, probes: ProbeOutcome, *, max_candidates: int = 4) -> ScorePlan:
+    """For sub-question k the distinct probe answers (the `max_candidates` most common) are the
+    candidates; each is to be scored under each path's probe prompt. Sub-questions with a single
+    candidate need no scoring."""
     items: list[ScoreItem] = []
     index: list[tuple[int, int, str]] = []
+    base: list[list[SoftAnswer | None]] = [[None] * len(row) for row in probes.answers]
     for k, row in enumerate(probes.answers):
         counts: dict[str, int] = {}
         for a in row:
             if a:
                 counts[a] = counts.get(a, 0) + 1
+        if len(counts) == 1:
+            (only,) = counts
+            base[k] = [{only: 1.0} for _ in row]
+            continue
         candidates = sorted(counts, key=lambda a: -counts[a])[:max_candidates]
         if len(candidates) < 2:
-            continue  # one candidate: the distribution is trivially all on it
+            continue
         for i, prompt in enumerate(probes.prompts[k]):
             for cand in candidates:
                 items.append(
                     ScoreItem(prompt, prompts.continuation_prefix + probes.surface[k][cand] + prompts.continuation_suffix)
                 )
                 index.append((k, i, cand))
-    soft: list[list[SoftAnswer | None]] = [[None] * len(row) for row in probes.answers]
-    for k, row in enumerate(probes.answers):
-        present = {a for a in row if a}
-        if len(present) == 1:
-            (only,) = present
-            soft[k] = [{only: 1.0} for _ in row]
-    if not items:
+    return ScorePlan(items, index, base)
+
+
+async def score_candidates(
+    engine: Engine,
+    plan: ScorePlan,
+    *,
+    request_id: str,
+    usage: PhaseUsage,
+) -> list[list[SoftAnswer | None]]:
+    """Soft answer distribution of every path on every sub-question, from one batch of scorings:
+    a softmax over the candidates' log-likelihoods under the path's probe prompt."""
+    soft = [list(row) for row in plan.base]
+    if not plan.items:
         return soft
-    scores = await engine.score(items, request_id)
+    scores = await engine.score(plan.items, request_id)
     logits: dict[tuple[int, int], dict[str, float]] = {}
-    for (k, i, cand), score in zip(index, scores):
+    for (k, i, cand), score in zip(plan.index, scores):
         usage.add(score.prompt_tokens, 0, score.cached_prompt_tokens)
         logits.setdefault((k, i), {})[cand] = score.logprob_sum
     for (k, i), by_cand in logits.items():

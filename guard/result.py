@@ -101,6 +101,8 @@ class GuardResult:
     # Wall time spent awaiting the engine; total minus this is the guard's own overhead.
     engine_wait_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # Stages the latency budget made the guard skip or cut short ("ars", "probe", "score").
+    degraded_stages: list[str] = field(default_factory=list)
     # Features of the winning cluster (vote_share, weighted_share, margin, ars_agreement, support,
     # token_confidence), as the policy and calibration see them.
     features: dict[str, float] = field(default_factory=dict)

@@ -40,6 +40,9 @@ class ServerOptions:
     grace_seconds: float = 30.0
     max_message_bytes: int = 64 * 1024 * 1024
     health_check_interval_seconds: float = 5.0
+    # A dead engine is rebuilt in-process this many times; after that the server stops (exit
+    # non-zero) so a supervisor can replace the whole process.
+    max_engine_restarts: int = 3
     # Written once the ports are bound: {"port": ..., "metrics_port": ...} (for scripts and tests).
     port_file: str | None = None
     # Bearer token required on every call (None: no auth); health checks stay open if health_open.
@@ -56,6 +59,7 @@ class GuardServer:
         self.engine = engine
         self.options = options
         self.metrics = metrics or GuardMetrics()
+        self.metrics.watch_engine(engine)
         self.pipeline = GuardPipeline(engine, config)
         self.admission = Admission(options.max_concurrent_requests, options.max_queued_requests)
         self.servicer = GuardServicer(self.pipeline, self.metrics, self.admission)
@@ -126,7 +130,12 @@ class GuardServer:
         self._tasks.append(asyncio.create_task(self._watch_engine()))
 
     async def _watch_engine(self) -> None:
+        """Health follows the engine: NOT_SERVING while it fails its checks, SERVING once it passes.
+
+        A dead engine (not merely slow) is restarted up to `max_engine_restarts` times; requests in
+        the meantime get UNAVAILABLE (retryable)."""
         healthy = True
+        restarts = 0
         while True:
             await asyncio.sleep(self.options.health_check_interval_seconds)
             try:
@@ -138,7 +147,23 @@ class GuardServer:
                 ok = False
             if ok != healthy and not self.servicer.draining:
                 await self._set_serving(ok)
+                if ok:
+                    logger.info("engine healthy again")
             healthy = ok
+            if ok or self.engine.ready or self.servicer.draining:
+                continue
+            if restarts >= self.options.max_engine_restarts:
+                logger.error("engine dead and %d restart(s) used up; stopping", restarts)
+                self.engine_failed = EngineError("engine died and could not be restarted")
+                self._stopped.set()
+                return
+            restarts += 1
+            self.metrics.engine_restarts.inc()
+            logger.warning("engine dead; restarting it (%d of %d)", restarts, self.options.max_engine_restarts)
+            try:
+                await self.engine.restart()
+            except Exception:  # noqa: BLE001 - logged; the next check decides whether to try again
+                logger.exception("engine restart failed")
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
@@ -169,4 +194,4 @@ class GuardServer:
         logger.info("shutting down (grace %.0fs)", self.options.grace_seconds)
         await self.stop()
         if self.engine_failed is not None:
-            raise SystemExit(f"engine failed to start: {self.engine_failed}")
+            raise SystemExit(f"engine failed: {self.engine_failed}")

@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         limits=Limits(max_num_paths=args.max_num_paths),
         policy=Policy.load(args.policy) if args.policy else Policy(),
         prompt_style=PromptStyle(args.prompt_style),
+        log_request_text=args.log_request_text,
     )
     from server.auth import load_token
 
@@ -50,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         max_concurrent_requests=args.max_concurrent, max_queued_requests=args.max_queued,
         grace_seconds=args.grace_seconds, port_file=args.port_file,
+        max_message_bytes=args.max_message_bytes, max_engine_restarts=args.max_engine_restarts,
     )
 
     async def main() -> None:
@@ -106,10 +108,12 @@ def _ask(args: argparse.Namespace) -> int:
         scorer=args.scorer or "",
         system_prompt=args.system_prompt or "",
     )
-    for name in ("paths", "temperature", "max_tokens", "seed"):
+    fields = {"paths": "num_paths", "temperature": "temperature", "max_tokens": "max_tokens", "seed": "seed",
+              "budget_ms": "latency_budget_ms"}
+    for name, field in fields.items():
         value = getattr(args, name)
         if value is not None:
-            setattr(req, "num_paths" if name == "paths" else name, value)
+            setattr(req, field, value)
     channel, metadata = _channel(args)
     with channel:
         stub = guard_pb2_grpc.GuardServiceStub(channel)
@@ -280,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-concurrent", type=int, default=8, help="requests processed at once")
     s.add_argument("--max-queued", type=int, default=64, help="requests waiting before RESOURCE_EXHAUSTED")
     s.add_argument("--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM")
+    s.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024,
+                   help="largest gRPC message accepted or sent")
+    s.add_argument("--max-engine-restarts", type=int, default=3,
+                   help="restart a dead engine in-process this many times, then exit non-zero (0: never)")
+    s.add_argument("--log-request-text", action="store_true",
+                   help="log each request's question and answer (off: logs carry ids, decisions, timings)")
     s.add_argument("--auth-token-file", help="require 'authorization: Bearer <token>' (token: first line of "
                    "the file; or set TRACE_GUARD_AUTH_TOKEN)")
     s.add_argument("--auth-protect-health", action="store_true", help="require the token for health checks too")
@@ -297,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--temperature", type=float)
     a.add_argument("--max-tokens", type=int)
     a.add_argument("--seed", type=int)
+    a.add_argument("--budget-ms", type=int, help="latency budget: skip or cut short probing/scoring past it")
     a.add_argument("--scorer", choices=["majority", "deepconf", "trace"])
     a.add_argument("--system-prompt")
     a.add_argument("--raw", action="store_true", help="one unguarded sample (the A/B baseline)")

@@ -58,6 +58,7 @@ def request_to_params(req: pb.GuardRequest, defaults: Defaults, limits: Limits, 
         request_id=request_id,
         return_paths_text=req.return_paths_text,
         scorer=req.scorer or None,
+        latency_budget_ms=_opt(req, "latency_budget_ms"),
     )
 
 
@@ -81,6 +82,7 @@ def result_to_response(result: GuardResult, return_paths_text: bool) -> pb.Guard
         ars_error=result.ars_error,
         threshold=result.threshold,
         notes=result.notes,
+        degraded_stages=result.degraded_stages,
         features=result.features,
         engine_wait_ms=result.engine_wait_ms,
     )

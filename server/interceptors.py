@@ -40,8 +40,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         method = handler_call_details.method
+        deserialize = handler.request_deserializer
 
-        async def wrapped(request, context: grpc.aio.ServicerContext):
+        async def wrapped(raw_request, context: grpc.aio.ServicerContext):
+            # Deserialize here rather than in gRPC, which answers a malformed message with INTERNAL:
+            # bytes that are not the method's request message are the client's error.
+            try:
+                request = deserialize(raw_request) if deserialize is not None else raw_request
+            except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+                self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message for {method}: {exc}"
+                )
             try:
                 return await inner(request, context)
             except asyncio.CancelledError:
@@ -63,6 +73,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )

@@ -54,6 +54,21 @@ class GuardMetrics:
             "trace_guard_errors_total", "Failed calls by gRPC status code.", ["code"], registry=r,
         )
         self.engine_ready = Gauge("trace_guard_engine_ready", "1 when the engine is serving.", registry=r)
+        self.engine_restarts = Counter(
+            "trace_guard_engine_restarts_total", "Times a dead engine was rebuilt in-process.", registry=r,
+        )
+        self.engine_running = Gauge(
+            "trace_guard_engine_requests_running",
+            "Engine requests submitted and not yet finished or aborted (read at scrape time).", registry=r,
+        )
+        self.degraded = Counter(
+            "trace_guard_degraded_stages_total", "Optional stages skipped or cut short by a latency budget.",
+            ["stage"], registry=r,
+        )
+
+    def watch_engine(self, engine) -> None:
+        """Read the engine's running-request count at every scrape."""
+        self.engine_running.set_function(lambda: float(engine.num_running_requests()))
 
     def record(self, result: GuardResult, duration_seconds: float) -> None:
         decision = result.decision.value
@@ -73,6 +88,8 @@ class GuardMetrics:
             if path.first_failure_step is not None:
                 self.first_failure_step.observe(path.first_failure_step)
         self.paths.inc(len(result.paths))
+        for stage in result.degraded_stages:
+            self.degraded.labels(stage).inc()
         for phase, usage in result.usage.items():
             self.tokens.labels(phase, "prompt").inc(usage.prompt_tokens)
             self.tokens.labels(phase, "generated").inc(usage.generated_tokens)

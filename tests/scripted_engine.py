@@ -30,14 +30,21 @@ class ScriptedEngine:
     accepts_images: bool = False
     delay_seconds: float = 0.0
     fail: Exception | None = None
+    # Fault injection by call kind ("sample", "ars", "probe", "score"): raise `fail` / never return.
+    fail_on: frozenset[str] | None = None
+    hang_on: frozenset[str] = frozenset()
+    # Per-kind delays, on top of delay_seconds.
+    kind_delay: dict[str, float] = field(default_factory=dict)
     started: bool = True
+    dead: bool = False
+    restarts: int = 0
     calls: list[tuple[str, int]] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     in_flight: int = 0
 
     @property
     def ready(self) -> bool:
-        return self.started
+        return self.started and not self.dead
 
     async def start(self) -> None:
         self.started = True
@@ -48,18 +55,25 @@ class ScriptedEngine:
     def render_chat(self, messages, add_generation_prompt: bool = True) -> str:
         return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
 
-    async def _wait(self) -> None:
+    async def _wait(self, kind: str) -> None:
         self.in_flight += 1
         try:
-            if self.delay_seconds:
-                await asyncio.sleep(self.delay_seconds)
-            if self.fail is not None:
+            if self.dead:
+                raise EngineError("scripted engine is dead", retryable=True)
+            delay = self.delay_seconds + self.kind_delay.get(kind, 0.0)
+            if delay:
+                await asyncio.sleep(delay)
+            if kind in self.hang_on:
+                await asyncio.Event().wait()
+            if self.fail is not None and (self.fail_on is None or kind in self.fail_on):
                 raise self.fail
         finally:
             self.in_flight -= 1
 
+    def num_running_requests(self) -> int:
+        return self.in_flight
+
     async def generate(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
-        await self._wait()
         text = prompt.text
         if spec.json_schema is not None:
             kind, outputs = "ars", [self.ars]
@@ -68,6 +82,7 @@ class ScriptedEngine:
         else:
             kind = "sample"
             outputs = [self.paths[i % len(self.paths)] for i in range(spec.n)]
+        await self._wait(kind)
         self.calls.append((kind, spec.n))
         completions = [
             Completion(
@@ -85,7 +100,7 @@ class ScriptedEngine:
         return list(await asyncio.gather(*(self.generate(p, spec, request_id) for p in prompts)))
 
     async def score(self, items: Sequence[ScoreItem], request_id: str) -> list[ScoreResult]:
-        await self._wait()
+        await self._wait("score")
         self.calls.append(("score", len(items)))
         out = []
         for item in items:
@@ -99,11 +114,18 @@ class ScriptedEngine:
         self.aborted.append(request_id)
 
     async def check_health(self) -> None:
-        if self.fail is not None and isinstance(self.fail, EngineError) and self.fail.retryable:
+        if self.dead:
+            raise EngineError("scripted engine is dead", retryable=True)
+        if self.fail is not None and self.fail_on is None and isinstance(self.fail, EngineError) and self.fail.retryable:
             raise self.fail
 
     async def shutdown(self) -> None:
         self.started = False
+
+    async def restart(self) -> None:
+        self.restarts += 1
+        self.dead = False
+        self.started = True
 
 
 def ars_json(*sub_questions: str) -> str:

@@ -125,6 +125,12 @@ class Engine(Protocol):
 
     async def shutdown(self) -> None: ...
 
+    async def restart(self) -> None:
+        """Replace a dead engine with a fresh one (shut the old one down, start again)."""
+
+    def num_running_requests(self) -> int:
+        """Engine requests submitted and not yet finished or aborted (0 when idle)."""
+
 
 __all__ = [
     "Completion",

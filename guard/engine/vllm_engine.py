@@ -311,6 +311,13 @@ class VllmEngine:
         self._aborted.clear()
         logger.info("vLLM engine shut down")
 
+    async def restart(self) -> None:
+        """Shut a dead engine down (its core process is gone or wedged) and build a new one."""
+        with contextlib.suppress(Exception):
+            await self.shutdown()
+        self._closed = False
+        await self.start()
+
     # ------------------------------------------------------------------ introspection
 
     def info(self) -> ModelInfo:
@@ -324,7 +331,12 @@ class VllmEngine:
         )
 
     def num_running_requests(self) -> int:
-        """Engine requests this object has submitted and not yet seen finish (n>1 counts once)."""
+        """Requests vLLM's front end holds unfinished (n>1 parents count once): 0 once every
+        request has finished or been aborted. Before the engine is up: what this object submitted."""
+        llm = self._llm
+        processor = getattr(llm, "output_processor", None) if llm is not None else None
+        if processor is not None and hasattr(processor, "get_num_unfinished_requests"):
+            return int(processor.get_num_unfinished_requests())
         return sum(len(ids) for ids in self._inflight.values())
 
     def prefix_cache_stats(self) -> dict[str, int] | None:
