@@ -16,7 +16,7 @@ from guard.ars import ArsCache, ArsOutcome, ars_cache_key, generate_ars
 from guard.budget import Budget, StageCostModel
 from guard.consistency import ArsAnalysis, analyze_ars
 from guard.engine import Engine, GenerationResult, SampleSpec
-from guard.errors import InvalidArgumentError
+from guard.errors import EngineError, InvalidArgumentError
 from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
 from guard.policy import Policy, decide
@@ -265,6 +265,11 @@ class GuardPipeline:
         start = time.perf_counter()
         try:
             return await self._obtain_ars(params, images, usage)
+        except EngineError as exc:
+            # The ARS only refines the confidence: without it the guard still answers (answer-only
+            # consistency, ars_error says why). A dead engine fails the sampling anyway.
+            logger.warning("request %s: ARS generation failed: %s", params.request_id, exc)
+            return ArsOutcome([], ArsSource.NONE, f"ARS generation failed: {exc}")
         finally:
             # Runs concurrently with sampling, so it is a timing of its own, not part of "sample".
             clock.timings_ms["ars"] = (time.perf_counter() - start) * 1e3
@@ -284,7 +289,8 @@ class GuardPipeline:
             return None
         usage["probe"] = PhaseUsage()
         start = time.perf_counter()
-        with clock.stage("probe"):
+        probes = None
+        with clock.stage("probe"), _context_overflow(notes):
             probes = await self._within_budget(
                 clock.engine(
                     probe_paths(
@@ -296,8 +302,9 @@ class GuardPipeline:
                 budget,
             )
         if probes is None:
+            if not notes:
+                notes.append("latency budget: probing cut short; answer-only consistency")
             degraded += ["probe", "score"]
-            notes.append("latency budget: probing cut short; answer-only consistency")
             return None
         self.costs.observe("probe", n_probe, (time.perf_counter() - start) * 1e3)
 
@@ -390,3 +397,13 @@ class GuardPipeline:
 def _budget_note(remaining_ms: float, expected_ms: float | None) -> str:
     left = f"{max(0.0, remaining_ms):.0f} ms of the budget left"
     return left if expected_ms is None else f"{left}, about {expected_ms:.0f} ms needed"
+
+
+@contextmanager
+def _context_overflow(notes: list[str]) -> Iterator[None]:
+    """Probe prompts carry a whole path; when one no longer fits the context the guard answers
+    without the ARS instead of failing a request whose own prompt fitted."""
+    try:
+        yield
+    except InvalidArgumentError as exc:
+        notes.append(f"probing skipped: probe prompts do not fit the model's context ({exc.message})")

@@ -101,7 +101,7 @@ class GuardResult:
     # Wall time spent awaiting the engine; total minus this is the guard's own overhead.
     engine_wait_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
-    # Stages the latency budget made the guard skip or cut short ("ars", "probe", "score").
+    # Optional stages skipped or cut short (latency budget, context overflow; notes say why) ("ars", "probe", "score").
     degraded_stages: list[str] = field(default_factory=list)
     # Features of the winning cluster (vote_share, weighted_share, margin, ars_agreement, support,
     # token_confidence), as the policy and calibration see them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -401,14 +402,22 @@ class VllmEngine:
 
     async def generate(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
         llm = self._engine()
+        copies = 1
+        if spec.temperature == 0 and spec.n > 1:
+            # Greedy decoding gives n identical completions, and vLLM refuses n > 1 with it: decode
+            # once and repeat.
+            copies, spec = spec.n, dataclasses.replace(spec, n=1)
         params = self._sampling_params(spec)
         engine_prompt = self._text_prompt(prompt)
         out = await self._run(llm, engine_prompt, params, request_id, "g")
         if out is None:
             return GenerationResult(
-                completions=[Completion("", 0, "abort") for _ in range(spec.n)], prompt_tokens=0
+                completions=[Completion("", 0, "abort") for _ in range(spec.n * copies)], prompt_tokens=0
             )
-        return self._to_generation_result(out, spec)
+        result = self._to_generation_result(out, spec)
+        if copies > 1:
+            result.completions = [dataclasses.replace(c) for c in result.completions for _ in range(copies)]
+        return result
 
     async def generate_many(
         self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str
@@ -616,6 +625,11 @@ class VllmEngine:
         except (EngineError, InvalidArgumentError):
             raise
         except Exception as exc:
+            if getattr(exc, "parameter", None) == "input_tokens":
+                # vLLM's own context-length check: the prompt built from the request is too long.
+                raise InvalidArgumentError(
+                    "question", f"the prompt built from it does not fit the model's context: {exc}"
+                ) from exc
             raise self._wrap(exc, eid) from exc
         finally:
             ids = self._inflight.get(request_id)

@@ -117,3 +117,14 @@ async def test_slow_ars_generation_is_cut_short():
     assert result.ars_source is ArsSource.NONE
     assert result.decision is Decision.ACCEPT and result.answer.normalized == "12"
     assert engine.in_flight == 0
+
+
+async def test_probe_prompts_over_the_context_degrade_to_answer_only():
+    from guard.errors import InvalidArgumentError as Invalid
+
+    engine = ScriptedEngine(paths=[GOOD], probe=split_probe, fail=Invalid("question", "too long"),
+                            fail_on=frozenset({"probe"}))
+    result = await GuardPipeline(engine).run(params())
+    assert result.degraded_stages == ["probe", "score"]
+    assert any("do not fit the model's context" in n for n in result.notes)
+    assert result.answer.normalized == "12" and result.ars_source is ArsSource.NONE
