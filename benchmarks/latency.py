@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,50 +20,9 @@ from pathlib import Path
 import grpc
 
 from benchmarks import datasets
+from benchmarks.sidecar import percentile, start_sidecar
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def start_sidecar(args) -> tuple[subprocess.Popen, str]:
-    port_file = Path(tempfile.mkdtemp()) / "ports.json"
-    cmd = [sys.executable, "-m", "server", "serve", "--port", "0", "--metrics-port", "-1",
-           "--port-file", str(port_file), "--max-concurrent", "64", "--max-queued", "256"]
-    if args.model:
-        cmd += ["--model", args.model]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    start = time.monotonic()
-    try:
-        while not port_file.exists():
-            if proc.poll() is not None:
-                raise SystemExit("sidecar failed to start")
-            time.sleep(0.2)
-        address = f"127.0.0.1:{json.loads(port_file.read_text())['port']}"
-        with grpc.insecure_channel(address) as ch:
-            stub = guard_pb2_grpc.GuardServiceStub(ch)
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit("sidecar exited while loading the engine")
-                try:
-                    if stub.GetInfo(pb.GetInfoRequest(), timeout=30).ready:
-                        break
-                except grpc.RpcError:
-                    pass  # busy loading on a small machine; ask again
-                time.sleep(0.5)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    print(f"sidecar ready in {time.monotonic() - start:.1f}s (cold start, model load included)")
-    return proc, address
 
 
 def run_arm(stub, questions, request_kwargs, concurrency: int) -> dict:
@@ -118,10 +73,11 @@ def main(argv=None) -> int:
     levels = args.concurrency or [1]
     args.out.mkdir(parents=True, exist_ok=True)
     questions = [pr.question for pr in datasets.load(args.data, limit=args.num_requests)]
-    proc = None
+    sidecar = None
     address = args.address
     if not address:
-        proc, address = start_sidecar(args)
+        sidecar = start_sidecar(args.model, ["--max-concurrent", "64", "--max-queued", "256"])
+        address = sidecar.address
     results: dict = {}
     try:
         with grpc.insecure_channel(address) as ch:
@@ -139,9 +95,8 @@ def main(argv=None) -> int:
                           f"rps={r['requests_per_s']:.2f} tokens={r['generated_tokens_per_request']:.0f} "
                           f"overhead_p50={r['overhead_p50_ms']:.1f}ms", flush=True)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
+        if sidecar is not None:
+            sidecar.stop()
     lines = [f"{'arm':<26}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'req/s':>7}{'tok/req':>9}{'x raw p50':>10}"
              f"{'probe+score %':>15}{'overhead ms':>12}"]
     for key, r in results.items():

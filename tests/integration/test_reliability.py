@@ -126,3 +126,21 @@ def test_killed_engine_core_is_detected_and_restarted(channel, sidecar):
     )
     assert len(resp.paths) == 2
     assert len(_engine_core_pids(sidecar.proc.pid)) == 1
+
+
+def test_soak_smoke(sidecar, tmp_path):
+    """The soak benchmark's short version: a few clients for a few seconds against the shared sidecar."""
+    import json
+
+    from benchmarks import soak
+
+    assert soak.main(["--address", sidecar.address, "--metrics-url", sidecar.metrics_url, "--clients", "6",
+                      "--duration", "4", "--max-tokens", "16", "--paths", "2", "--cancel-rounds", "1",
+                      "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "soak.json").read_text())
+    assert result["completed_ok"] > 0
+    assert set(result["status_counts"]) <= {"OK"} | {c.name for c in CLEAR_CODES}
+    assert result["idle_after_load_s"] is not None
+    assert result["cancel_idle_s"][0] is not None
+    assert result["sidecar_alive"]
+    assert (tmp_path / "soak.png").stat().st_size > 0

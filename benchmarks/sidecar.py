@@ -1,0 +1,113 @@
+"""Helpers shared by the benchmarks that drive a real sidecar: start one, read its metrics and memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from server.pb import guard_pb2 as pb
+from server.pb import guard_pb2_grpc
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class Sidecar:
+    proc: subprocess.Popen | None
+    address: str
+    metrics_url: str | None
+
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample from the sidecar's Prometheus endpoint (None without one)."""
+        if self.metrics_url is None:
+            return None
+        text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the sidecar and its children (engine core and workers)."""
+        return tree_rss_bytes(self.proc.pid) if self.proc is not None else None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(15)
+        return self.proc.wait(timeout=120)
+
+
+def start_sidecar(model: str | None, extra_args: list[str] = (), log_path: Path | None = None) -> Sidecar:
+    """Start `trace-guard serve` on free ports and wait until its engine is ready."""
+    port_file = Path(tempfile.mkdtemp()) / "ports.json"
+    cmd = [sys.executable, "-m", "server", "serve", "--port", "0", "--metrics-port", "0",
+           "--port-file", str(port_file), *extra_args]
+    if model:
+        cmd += ["--model", model]
+    out = log_path.open("w") if log_path is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    start = time.monotonic()
+    try:
+        while not port_file.exists():
+            if proc.poll() is not None:
+                raise SystemExit("sidecar failed to start")
+            time.sleep(0.2)
+        ports = json.loads(port_file.read_text())
+        address = f"127.0.0.1:{ports['port']}"
+        with grpc.insecure_channel(address) as ch:
+            stub = guard_pb2_grpc.GuardServiceStub(ch)
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit("sidecar exited while loading the engine")
+                try:
+                    if stub.GetInfo(pb.GetInfoRequest(), timeout=30).ready:
+                        break
+                except grpc.RpcError:
+                    pass  # busy loading on a small machine; ask again
+                time.sleep(0.5)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    print(f"sidecar ready in {time.monotonic() - start:.1f}s (cold start, model load included)", flush=True)
+    return Sidecar(proc, address, f"http://127.0.0.1:{ports['metrics_port']}/metrics")
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Sum of VmRSS over a process and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        stack.extend(children.get(p, []))
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
