@@ -102,3 +102,15 @@ async def test_mutual_tls(tmp_path):
                 await guard_pb2_grpc.GuardServiceStub(channel).Guard(REQUEST, timeout=5)
     finally:
         await stop_server(handle)
+
+
+async def test_oversized_message_is_refused_and_the_server_keeps_serving():
+    handle = await start_server(ScriptedEngine(paths=[" Answer: 12"]), max_message_bytes=4096)
+    try:
+        stub = guard_pb2_grpc.GuardServiceStub(handle.channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Guard(pb.GuardRequest(question="x" * 5000), timeout=10)
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await stub.Guard(pb.GuardRequest(question="q?", num_paths=1), timeout=10)).answer.normalized == "12"
+    finally:
+        await stop_server(handle)
