@@ -27,14 +27,28 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
 
 def risk_coverage(scores: Sequence[float], labels: Sequence[bool]) -> tuple[list[float], list[float]]:
-    """Coverage and risk (error rate among accepted) when accepting the top-c most confident items."""
+    """Coverage and risk (error rate among accepted) when accepting the top-c most confident items.
+
+    Items with equal scores cannot be told apart by a threshold, so inside a tie group the risk is the
+    expectation over orderings (errors accrue at the group's error rate), not an artefact of input order.
+    """
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     coverage, risk = [], []
-    errors = 0
-    for n, i in enumerate(order, 1):
-        errors += 0 if labels[i] else 1
-        coverage.append(n / len(order))
-        risk.append(errors / n)
+    errors_before = 0.0
+    j = 0
+    while j < len(order):
+        k = j
+        while k + 1 < len(order) and scores[order[k + 1]] == scores[order[j]]:
+            k += 1
+        group = order[j : k + 1]
+        group_errors = sum(0 if labels[i] else 1 for i in group)
+        rate = group_errors / len(group)
+        for m in range(1, len(group) + 1):
+            n = j + m
+            coverage.append(n / len(order))
+            risk.append((errors_before + m * rate) / n)
+        errors_before += group_errors
+        j = k + 1
     return coverage, risk
 
 

@@ -25,6 +25,15 @@ def test_auroc_single_class_is_nan():
     assert math.isnan(auroc([0.1, 0.2], [True, True]))
 
 
+def test_risk_coverage_does_not_depend_on_the_order_of_tied_items():
+    # Two items tied at 0.5, one right and one wrong: whichever comes first, the expected risk at
+    # coverage 1/2 (accepting one of the pair) is 0.5.
+    for labels in ([True, False], [False, True]):
+        cov, risk = risk_coverage([0.5, 0.5], labels)
+        assert cov == [0.5, 1.0] and risk == pytest.approx([0.5, 0.5])
+    assert aurc([0.9, 0.5, 0.5], [True, True, False]) == aurc([0.9, 0.5, 0.5], [True, False, True])
+
+
 def test_risk_coverage_and_area():
     cov, risk = risk_coverage([0.9, 0.8, 0.1], [True, False, True])
     assert cov == pytest.approx([1 / 3, 2 / 3, 1.0])
