@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(TARGET)
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install model proto serve test test-unit smoke-bench lint clean
+.PHONY: install model proto serve test test-unit smoke-bench lint clean optillm-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: model
 
 test-unit: install
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# The optillm peer of the latency benchmark, in its own venv (it pins an older transformers).
+optillm-venv:
+	$(PYTHON) -m venv .venv-optillm
+	.venv-optillm/bin/python -m pip install --quiet torch==2.13.0
+	.venv-optillm/bin/python -m pip install --quiet optillm==0.4.0
 
 lint: install
 	$(VENV)/bin/ruff check guard server tests benchmarks

@@ -25,11 +25,28 @@ from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 
 
-def run_arm(stub, questions, request_kwargs, concurrency: int) -> dict:
+def guard_call(stub, request_kwargs):
+    """One Guard call per question: its generated tokens, stage timings and the sidecar's own time."""
+    def call(q):
+        resp = stub.Guard(pb.GuardRequest(question=q, **request_kwargs), timeout=600)
+        timings = {t.stage: t.duration_ms for t in resp.timings}
+        return {"tokens": sum(u.generated_tokens for u in resp.usage), "timings": timings,
+                "overhead_ms": max(0.0, timings.get("total", 0.0) - resp.engine_wait_ms)}
+    return call
+
+
+def peer_call(peer, approach: str, n: int, max_tokens: int):
+    def call(q):
+        resp = peer.ask(approach, q, n, max_tokens)
+        return {"tokens": (resp.get("usage") or {}).get("completion_tokens", 0), "timings": {}, "overhead_ms": None}
+    return call
+
+
+def run_arm(call, questions, concurrency: int) -> dict:
     def one(q):
         t0 = time.perf_counter()
-        resp = stub.Guard(pb.GuardRequest(question=q, **request_kwargs), timeout=600)
-        return time.perf_counter() - t0, resp
+        out = call(q)
+        return time.perf_counter() - t0, out
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -37,20 +54,17 @@ def run_arm(stub, questions, request_kwargs, concurrency: int) -> dict:
     wall = time.perf_counter() - t0
     latencies = [r[0] for r in results]
     stages: dict[str, list[float]] = {}
-    overhead = []
-    for _, resp in results:
-        timings = {t.stage: t.duration_ms for t in resp.timings}
-        for stage, ms in timings.items():
+    for _, out in results:
+        for stage, ms in out["timings"].items():
             stages.setdefault(stage, []).append(ms)
-        overhead.append(max(0.0, timings.get("total", 0.0) - resp.engine_wait_ms))
+    overhead = [out["overhead_ms"] for _, out in results if out["overhead_ms"] is not None]
     return {
         "latencies_s": latencies,
         "p50_s": percentile(latencies, 0.5),
         "p95_s": percentile(latencies, 0.95),
         "p99_s": percentile(latencies, 0.99),
         "requests_per_s": len(results) / wall,
-        "generated_tokens_per_request": statistics.mean(
-            sum(u.generated_tokens for u in r.usage) for _, r in results),
+        "generated_tokens_per_request": statistics.mean(out["tokens"] for _, out in results),
         "stage_p50_ms": {s: percentile(v, 0.5) for s, v in stages.items()},
         "overhead_p50_ms": percentile(overhead, 0.5),
     }
@@ -66,6 +80,10 @@ def main(argv=None) -> int:
     p.add_argument("--scorer", action="append", help="scorers for guard arms (default: all)")
     p.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1)")
     p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--peer", choices=["optillm"], help="also measure the optillm proxy in front of a vLLM "
+                   "OpenAI server with the same model (needs `make optillm-venv`)")
+    p.add_argument("--peer-approach", action="append",
+                   help="optillm approaches (default: majority_voting and self_consistency_n)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = p.parse_args(argv)
     paths = args.paths or [8]
@@ -79,17 +97,29 @@ def main(argv=None) -> int:
         sidecar = start_sidecar(args.model, ["--max-concurrent", "64", "--max-queued", "256"])
         address = sidecar.address
     results: dict = {}
+    peer = None
     try:
+        if args.peer == "optillm":
+            from benchmarks.peer import OptillmPeer
+            from server.model_store import ensure_default_model
+
+            peer = OptillmPeer(args.model or str(ensure_default_model())).start()
         with grpc.insecure_channel(address) as ch:
             stub = guard_pb2_grpc.GuardServiceStub(ch)
             # Warm-up: first requests pay one-off costs (allocation, prefix-cache fill of the few-shot header).
-            run_arm(stub, questions[:2], {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0}, 1)
-            arms = [("raw", {"mode": pb.MODE_RAW})] + [
-                (f"guard-{s}-n{n}", {"mode": pb.MODE_GUARD, "scorer": s, "num_paths": n}) for n in paths for s in scorers
+            run_arm(guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0}), questions[:2], 1)
+            arms = [("raw", guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0}))] + [
+                (f"guard-{s}-n{n}", guard_call(stub, {"mode": pb.MODE_GUARD, "scorer": s, "num_paths": n,
+                                                      "max_tokens": args.max_tokens, "seed": 0}))
+                for n in paths for s in scorers
             ]
+            if peer is not None:
+                approaches = args.peer_approach or ["majority_voting", "self_consistency_n"]
+                run_arm(peer_call(peer, approaches[0], 1, args.max_tokens), questions[:2], 1)  # warm-up
+                arms += [(f"optillm-{a}-n{n}", peer_call(peer, a, n, args.max_tokens)) for n in paths for a in approaches]
             for c in levels:
-                for name, kwargs in arms:
-                    r = run_arm(stub, questions, {**kwargs, "max_tokens": args.max_tokens, "seed": 0}, c)
+                for name, call in arms:
+                    r = run_arm(call, questions, c)
                     results[f"{name}@c{c}"] = r
                     print(f"{name:<22} c={c:<3} p50={r['p50_s']:.2f}s p95={r['p95_s']:.2f}s "
                           f"rps={r['requests_per_s']:.2f} tokens={r['generated_tokens_per_request']:.0f} "
@@ -97,6 +127,8 @@ def main(argv=None) -> int:
     finally:
         if sidecar is not None:
             sidecar.stop()
+        if peer is not None:
+            peer.stop()
     lines = [f"{'arm':<26}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'req/s':>7}{'tok/req':>9}{'x raw p50':>10}"
              f"{'probe+score %':>15}{'overhead ms':>12}"]
     for key, r in results.items():
@@ -107,6 +139,7 @@ def main(argv=None) -> int:
         lines.append(f"{key:<26}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}{r['p99_s']:>8.2f}{r['requests_per_s']:>7.2f}"
                      f"{r['generated_tokens_per_request']:>9.0f}{r['p50_s'] / raw:>10.2f}{share:>15.1f}"
                      f"{r['overhead_p50_ms']:>12.1f}")
+    lines += headline_ratios(results)
     table = "\n".join(lines)
     print(table)
     (args.out / "latency.txt").write_text(table + "\n")
@@ -114,6 +147,22 @@ def main(argv=None) -> int:
     plot_cdf(results, args.out / "latency_cdf.png")
     print(f"results in {args.out}/latency.json, plot {args.out}/latency_cdf.png")
     return 0
+
+
+def headline_ratios(results: dict) -> list[str]:
+    """p50 ratios within this run: each guard arm over raw and over each optillm arm at the same N and c."""
+    out = ["", "p50 ratios (same run):"]
+    for key, r in results.items():
+        if not key.startswith("guard-"):
+            continue
+        arm, c = key.split("@")
+        n = arm.rsplit("-", 1)[1]
+        parts = [f"x raw {r['p50_s'] / results[f'raw@{c}']['p50_s']:.2f}"]
+        for other, o in results.items():
+            if other.startswith("optillm-") and other.endswith(f"-{n}@{c}"):
+                parts.append(f"x {other.split('@')[0]} {r['p50_s'] / o['p50_s']:.2f}")
+        out.append(f"  {key:<26}" + ", ".join(parts))
+    return out
 
 
 def plot_cdf(results: dict, path: Path) -> None:
