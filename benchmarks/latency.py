@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks import datasets
+from benchmarks import datasets, plots
 from benchmarks.sidecar import percentile, start_sidecar
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
@@ -107,8 +107,9 @@ def main(argv=None) -> int:
         with grpc.insecure_channel(address) as ch:
             stub = guard_pb2_grpc.GuardServiceStub(ch)
             # Warm-up: first requests pay one-off costs (allocation, prefix-cache fill of the few-shot header).
-            run_arm(guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0}), questions[:2], 1)
-            arms = [("raw", guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0}))] + [
+            raw = guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0})
+            run_arm(raw, questions[:2], 1)
+            arms = [("raw", raw)] + [
                 (f"guard-{s}-n{n}", guard_call(stub, {"mode": pb.MODE_GUARD, "scorer": s, "num_paths": n,
                                                       "max_tokens": args.max_tokens, "seed": 0}))
                 for n in paths for s in scorers
@@ -166,23 +167,10 @@ def headline_ratios(results: dict) -> list[str]:
 
 
 def plot_cdf(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, r in results.items():
-        xs = sorted(r["latencies_s"])
-        ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=key)
-    ax.set_xlabel("latency (s)")
-    ax.set_ylabel("share of requests")
-    ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with plots.axes(path, "latency (s)", "share of requests", xscale="log") as ax:
+        for key, r in results.items():
+            xs = sorted(r["latencies_s"])
+            ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=key)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks import datasets
+from benchmarks import datasets, plots
 from benchmarks.sidecar import Sidecar, percentile, start_sidecar
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
@@ -105,23 +105,10 @@ def summarize(log: list, duration: float) -> dict:
 
 
 def plot(log: list, start: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for code in sorted({c for _, _, c in log}):
-        pts = [(t - start, lat) for t, lat, c in log if c == code]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6, label=f"{code} ({len(pts)})")
-    ax.set_xlabel("request start (s into the soak)")
-    ax.set_ylabel("latency (s)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with plots.axes(path, "request start (s into the soak)", "latency (s)", yscale="log") as ax:
+        for code in sorted({c for _, _, c in log}):
+            pts = [(t - start, lat) for t, lat, c in log if c == code]
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6, label=f"{code} ({len(pts)})")
 
 
 def main(argv=None) -> int:

@@ -289,22 +289,28 @@ class GuardPipeline:
             return None
         usage["probe"] = PhaseUsage()
         start = time.perf_counter()
-        probes = None
-        with clock.stage("probe"), _context_overflow(notes):
-            probes = await self._within_budget(
-                clock.engine(
-                    probe_paths(
-                        self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
-                        system_prompt=params.system_prompt, images=images, max_tokens=self.config.probe_max_tokens,
-                        request_id=params.request_id, usage=usage["probe"],
-                    )
-                ),
-                budget,
-            )
-        if probes is None:
-            if not notes:
-                notes.append("latency budget: probing cut short; answer-only consistency")
+        try:
+            with clock.stage("probe"):
+                probes = await self._within_budget(
+                    clock.engine(
+                        probe_paths(
+                            self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
+                            system_prompt=params.system_prompt, images=images,
+                            max_tokens=self.config.probe_max_tokens, request_id=params.request_id,
+                            usage=usage["probe"],
+                        )
+                    ),
+                    budget,
+                )
+        except InvalidArgumentError as exc:
+            # Probe prompts carry a whole path; when one no longer fits the context the guard answers
+            # without the ARS instead of failing a request whose own prompt fitted.
             degraded += ["probe", "score"]
+            notes.append(f"probing skipped: probe prompts do not fit the model's context ({exc.message})")
+            return None
+        if probes is None:
+            degraded += ["probe", "score"]
+            notes.append("latency budget: probing cut short; answer-only consistency")
             return None
         self.costs.observe("probe", n_probe, (time.perf_counter() - start) * 1e3)
 
@@ -398,12 +404,3 @@ def _budget_note(remaining_ms: float, expected_ms: float | None) -> str:
     left = f"{max(0.0, remaining_ms):.0f} ms of the budget left"
     return left if expected_ms is None else f"{left}, about {expected_ms:.0f} ms needed"
 
-
-@contextmanager
-def _context_overflow(notes: list[str]) -> Iterator[None]:
-    """Probe prompts carry a whole path; when one no longer fits the context the guard answers
-    without the ARS instead of failing a request whose own prompt fitted."""
-    try:
-        yield
-    except InvalidArgumentError as exc:
-        notes.append(f"probing skipped: probe prompts do not fit the model's context ({exc.message})")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -14,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 
+from benchmarks.sidecar import Sidecar
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 from tests.server.fuzz_strategies import CLEAR_CODES, FIELD_NAMES, guard_requests
@@ -23,11 +23,9 @@ QUESTION = "Tom has 7 apples and buys 5 more. How many apples does he have?"
 
 
 def metric(sidecar, name: str) -> float:
-    text = urllib.request.urlopen(sidecar.metrics_url, timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{}"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not exported")
+    value = Sidecar(None, sidecar.address, sidecar.metrics_url).metric(name)
+    assert value is not None, f"{name} not exported"
+    return value
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05) -> float | None:
