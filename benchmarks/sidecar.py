@@ -111,3 +111,106 @@ def tree_rss_bytes(pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
+    """Poll `url` until it answers 200, failing early if `proc` exits."""
+    import urllib.error
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} while starting")
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(1)
+    raise SystemExit(f"{what} did not come up within {timeout:.0f}s")
+
+
+class VllmServer:
+    """A real `vllm.entrypoints.openai.api_server` on 127.0.0.1 (a free port), configured like the
+    sidecar's in-process engine (32-token blocks, prefix caching, no chunked prefill on CPU)."""
+
+    def __init__(self, model_dir: str, *, served_name: str | None = None, port: int | None = None,
+                 block_size: int = 32, max_model_len: int = 2048, kv_cache_gib: int = 4,
+                 log_path: Path | None = None):
+        self.model_dir = model_dir
+        self.served_name = served_name
+        self.port = port or free_port()
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.kv_cache_gib = kv_cache_gib
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """The OpenAI API base, e.g. http://127.0.0.1:8000/v1."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, wait: bool = True) -> "VllmServer":
+        import os
+
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib)}
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
+               "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", str(self.max_model_len),
+               "--block-size", str(self.block_size), "--enable-prefix-caching", "--no-enable-chunked-prefill",
+               "--enforce-eager", "--seed", "0",
+               # usage.prompt_tokens_details.cached_tokens: the guard reports prefix-cache hits per phase.
+               "--enable-prompt-tokens-details"]
+        if self.served_name:
+            cmd += ["--served-model-name", self.served_name]
+        out = self.log_path.open("w") if self.log_path is not None else subprocess.DEVNULL
+        # Own process group: stop() takes the API server and its engine core down together.
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 600) -> None:
+        assert self.proc is not None
+        try:
+            wait_http(f"http://127.0.0.1:{self.port}/health", self.proc, "vLLM api_server", timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a crashed replica)."""
+        import os
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        else:
+            # The API server is gone; make sure its engine core went with it.
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

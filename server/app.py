@@ -16,13 +16,17 @@ from prometheus_client import start_http_server
 
 from guard.engine import Engine
 from guard.errors import EngineError
+from guard.params import Mode
 from guard.pipeline import GuardConfig, GuardPipeline
 from server.admission import Admission
+from server.arms import ArmSplitter
 from server.auth import BearerAuthInterceptor, server_credentials
+from server.decision_log import DecisionLog
 from server.interceptors import ErrorInterceptor
 from server.metrics import GuardMetrics
 from server.pb import guard_pb2, guard_pb2_grpc
 from server.servicer import GuardServicer
+from server.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,17 @@ class ServerOptions:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
+    # A/B split: share of requests (by hash of ab_key / request_id) served by the guard; None:
+    # all of them when the default mode is GUARD, none when it is RAW.
+    guard_fraction: float | None = None
+    # Requests outside the guarded arm get the raw answer and are guarded in the background.
+    shadow: bool = False
+    shadow_max_pending: int = 32
+    shadow_max_concurrent: int = 2
+    # JSONL decision log (None: off), rotated by size.
+    decision_log_path: str | None = None
+    decision_log_max_bytes: int = 64 * 1024 * 1024
+    decision_log_backups: int = 5
 
 
 class GuardServer:
@@ -62,7 +77,23 @@ class GuardServer:
         self.metrics.watch_engine(engine)
         self.pipeline = GuardPipeline(engine, config)
         self.admission = Admission(options.max_concurrent_requests, options.max_queued_requests)
-        self.servicer = GuardServicer(self.pipeline, self.metrics, self.admission)
+        fraction = options.guard_fraction
+        if fraction is None:
+            fraction = 1.0 if config.defaults.mode is Mode.GUARD else 0.0
+        self.decision_log = (
+            DecisionLog(options.decision_log_path, max_bytes=options.decision_log_max_bytes,
+                        backups=options.decision_log_backups)
+            if options.decision_log_path else None
+        )
+        self.shadow = (
+            ShadowRunner(self.pipeline, self.metrics, self.decision_log, max_pending=options.shadow_max_pending,
+                         max_concurrent=options.shadow_max_concurrent)
+            if options.shadow else None
+        )
+        self.servicer = GuardServicer(
+            self.pipeline, self.metrics, self.admission, ArmSplitter(fraction, options.shadow),
+            self.decision_log, self.shadow,
+        )
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -174,7 +205,14 @@ class GuardServer:
         await self._set_serving(False)
         for task in self._tasks:
             task.cancel()
+        started = asyncio.get_running_loop().time()
         await self._server.stop(grace)
+        if self.shadow is not None:
+            # Shadow work of answered requests gets what is left of the grace period.
+            await self.shadow.drain(grace - (asyncio.get_running_loop().time() - started))
+        if self.decision_log is not None:
+            # Every record accepted so far reaches the disk before the process exits.
+            await asyncio.to_thread(self.decision_log.close)
         await self.engine.shutdown()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

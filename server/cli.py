@@ -22,16 +22,26 @@ def _serve(args: argparse.Namespace) -> int:
     from guard.prompts import PromptStyle
     from server.app import GuardServer, ServerOptions
 
-    model = args.model or os.environ.get("TRACE_GUARD_MODEL")
-    if not model:
-        from server.model_store import ensure_default_model
+    if args.upstream:
+        from guard.engine.openai_engine import OpenAIEngine
 
-        model = str(ensure_default_model())
-    from guard.engine.vllm_engine import VllmEngine
+        if args.model:
+            print("error: --model and --upstream exclude each other (use --tokenizer for the upstream's "
+                  "tokenizer)", file=sys.stderr)
+            return 2
+        engine = OpenAIEngine(args.upstream, tokenizer=args.tokenizer)
+    else:
+        model = args.model or os.environ.get("TRACE_GUARD_MODEL")
+        if not model:
+            from server.model_store import ensure_default_model
 
-    engine = VllmEngine(
-        model, max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager, block_size=args.block_size
-    )
+            model = str(ensure_default_model())
+        from guard.engine.vllm_engine import VllmEngine
+
+        engine = VllmEngine(
+            model, max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager,
+            block_size=args.block_size,
+        )
     config = GuardConfig(
         defaults=Defaults(
             num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
@@ -52,6 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_concurrent_requests=args.max_concurrent, max_queued_requests=args.max_queued,
         grace_seconds=args.grace_seconds, port_file=args.port_file,
         max_message_bytes=args.max_message_bytes, max_engine_restarts=args.max_engine_restarts,
+        guard_fraction=args.guard_fraction, shadow=args.shadow, shadow_max_pending=args.shadow_max_pending,
+        shadow_max_concurrent=args.shadow_max_concurrent, decision_log_path=args.decision_log,
+        decision_log_max_bytes=args.decision_log_max_bytes, decision_log_backups=args.decision_log_backups,
     )
 
     async def main() -> None:
@@ -107,6 +120,8 @@ def _ask(args: argparse.Namespace) -> int:
         return_paths_text=args.show_paths,
         scorer=args.scorer or "",
         system_prompt=args.system_prompt or "",
+        arm=pb.Arm.Value(f"ARM_{args.arm.upper()}") if args.arm else pb.ARM_UNSPECIFIED,
+        ab_key=args.ab_key or "",
     )
     fields = {"paths": "num_paths", "temperature": "temperature", "max_tokens": "max_tokens", "seed": "seed",
               "budget_ms": "latency_budget_ms"}
@@ -149,7 +164,8 @@ def format_response(resp, show_paths: bool = False) -> str:
         )
     if resp.features:
         lines.append("features: " + "  ".join(f"{k}={v:.2f}" for k, v in sorted(resp.features.items())))
-    lines.append(f"model={resp.model}  request_id={resp.request_id}")
+    arm = pb.Arm.Name(resp.arm).removeprefix("ARM_").lower() if resp.arm else ""
+    lines.append(f"model={resp.model}  request_id={resp.request_id}" + (f"  arm={arm}" if arm else ""))
     lines.append("")
     lines.append(f"{'path':>4}  {'answer':<14} {'score':>6} {'support':>7} {'FFS':>4} {'tokens':>6}  win")
     for p in resp.paths:
@@ -242,6 +258,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_traces(args: argparse.Namespace) -> int:
+    from server.export_traces import ExportFilter, export_traces
+
+    filt = ExportFilter(
+        min_support=args.min_support, min_confidence=args.min_confidence,
+        regions=tuple(r.strip() for r in args.regions.split(",") if r.strip()),
+    )
+    stats = export_traces([Path(p) for p in args.log], Path(args.out), filt)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
 def _fetch_model(args: argparse.Namespace) -> int:
     from server.model_store import ensure_default_model
 
@@ -261,8 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("TRACE_GUARD_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the gRPC sidecar on the embedded vLLM engine")
+    s = sub.add_parser("serve", help="run the gRPC sidecar (in-process vLLM engine, or --upstream vLLM servers)")
     s.add_argument("--model", help="local HF model directory (default: $TRACE_GUARD_MODEL or the default model)")
+    s.add_argument("--upstream", action="append", default=[], metavar="URL",
+                   help="guard a running vLLM OpenAI-compatible server instead of an in-process engine, e.g. "
+                        "http://127.0.0.1:8000/v1 (repeatable: replicas, one per request by consistent hashing, "
+                        "with failover); API key from $TRACE_GUARD_UPSTREAM_API_KEY")
+    s.add_argument("--tokenizer", help="with --upstream: local directory of the served model's tokenizer and chat "
+                                       "template (default: the model path the upstream reports)")
+    s.add_argument("--guard-fraction", type=float, default=None,
+                   help="A/B split: share of requests (stable hash of ab_key or request_id) served guarded; the "
+                        "rest get one raw sample (default: 1, or 0 with --mode raw)")
+    s.add_argument("--shadow", action="store_true",
+                   help="requests outside the guarded arm get the raw answer at raw latency and are guarded in the "
+                        "background; both outcomes go to the decision log")
+    s.add_argument("--shadow-max-pending", type=int, default=32, help="shadow runs waiting or running; more are dropped")
+    s.add_argument("--shadow-max-concurrent", type=int, default=2, help="shadow runs using the engine at once")
+    s.add_argument("--decision-log", metavar="PATH",
+                   help="append one JSON line per decision (arm, raw and guarded outcome, ARS table, paths with "
+                        "their text, timings) to PATH; holds request text")
+    s.add_argument("--decision-log-max-bytes", type=int, default=64 * 1024 * 1024, help="rotate the log past this size")
+    s.add_argument("--decision-log-backups", type=int, default=5, help="rotated files kept (PATH.1 ... PATH.N)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=50051, help="gRPC port (0: a free port)")
     s.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port (0: a free port, -1: off)")
@@ -311,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scorer", choices=["majority", "deepconf", "trace"])
     a.add_argument("--system-prompt")
     a.add_argument("--raw", action="store_true", help="one unguarded sample (the A/B baseline)")
+    a.add_argument("--arm", choices=["guard", "raw", "shadow"], help="force the A/B arm")
+    a.add_argument("--ab-key", help="key the A/B split hashes (e.g. a user id)")
     a.add_argument("--show-paths", action="store_true", help="print each path's text")
     a.add_argument("--json", action="store_true", help="print the response as JSON")
     a.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
@@ -334,6 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--base-policy", help="policy file whose other settings are kept")
     c.add_argument("--out", default="policy.json")
     c.set_defaults(func=_calibrate)
+
+    x = sub.add_parser("export-traces", help="turn accepted, well-supported paths of a decision log into a "
+                                             "JSONL training set")
+    x.add_argument("--log", action="append", required=True,
+                   help="decision log (its rotated files PATH.1 ... are read too; repeatable)")
+    x.add_argument("--out", required=True, help="training-set JSONL to write")
+    x.add_argument("--min-support", type=float, default=0.8, help="smallest ARS support a path needs")
+    x.add_argument("--min-confidence", type=float, default=0.0, help="smallest decision confidence")
+    x.add_argument("--regions", default="reliable", help="comma-separated regions to keep (default: reliable)")
+    x.set_defaults(func=_export_traces)
 
     f = sub.add_parser("fetch-model", help="fetch and convert the default model (SmolLM2-135M-Instruct)")
     f.add_argument("--dir", help="target directory (default: models/SmolLM2-135M-Instruct)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from guard.answers import Answer
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode
 from guard.result import AbstainReason, ArsSource, Decision, GuardResult, Region
+from server.arms import Arm
 from server.pb import guard_pb2 as pb
 
 _MODE_FROM_PB = {pb.MODE_GUARD: Mode.GUARD, pb.MODE_RAW: Mode.RAW}
@@ -30,6 +31,25 @@ _ARS_TO_PB = {
     ArsSource.CACHE: pb.ARS_SOURCE_CACHE,
     ArsSource.MODEL: pb.ARS_SOURCE_MODEL,
 }
+
+
+ARM_TO_PB = {Arm.GUARD: pb.ARM_GUARD, Arm.RAW: pb.ARM_RAW, Arm.SHADOW: pb.ARM_SHADOW}
+_ARM_FROM_PB = {v: k for k, v in ARM_TO_PB.items()}
+
+
+def requested_arm(req: pb.GuardRequest) -> Arm | None:
+    """The arm the request forces, if any: `arm`, else an explicitly set `mode`."""
+    from guard.errors import InvalidArgumentError
+
+    if req.arm != pb.ARM_UNSPECIFIED:
+        if req.arm not in _ARM_FROM_PB:
+            raise InvalidArgumentError("arm", f"unknown arm value {req.arm}")
+        return _ARM_FROM_PB[req.arm]
+    if req.mode == pb.MODE_GUARD:
+        return Arm.GUARD
+    if req.mode == pb.MODE_RAW:
+        return Arm.RAW
+    return None
 
 
 def _opt(msg, name: str):
@@ -66,8 +86,9 @@ def _answer(answer: Answer | None) -> pb.Answer | None:
     return pb.Answer(raw=answer.raw, normalized=answer.normalized) if answer is not None else None
 
 
-def result_to_response(result: GuardResult, return_paths_text: bool) -> pb.GuardResponse:
+def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | None = None) -> pb.GuardResponse:
     resp = pb.GuardResponse(
+        arm=ARM_TO_PB[arm] if arm is not None else pb.ARM_UNSPECIFIED,
         request_id=result.request_id,
         decision=_DECISION_TO_PB[result.decision],
         answer=_answer(result.answer),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from guard.result import GuardResult
 
@@ -18,7 +19,7 @@ class GuardMetrics:
         r = self.registry
         self.request_duration = Histogram(
             "trace_guard_request_duration_seconds", "End-to-end latency of Guard calls.",
-            ["mode", "decision"], buckets=LATENCY_BUCKETS, registry=r,
+            ["mode", "decision", "arm"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.stage_duration = Histogram(
             "trace_guard_stage_duration_seconds", "Wall time per pipeline stage.",
@@ -30,7 +31,7 @@ class GuardMetrics:
         )
         self.decisions = Counter(
             "trace_guard_decisions_total", "Decisions by outcome and abstain reason (the rejection rate).",
-            ["decision", "reason"], registry=r,
+            ["decision", "reason", "arm"], registry=r,
         )
         self.regions = Counter(
             "trace_guard_regions_total", "Confidence regions of guarded answers.", ["region"], registry=r,
@@ -66,20 +67,49 @@ class GuardMetrics:
             ["stage"], registry=r,
         )
 
-    def watch_engine(self, engine) -> None:
-        """Read the engine's running-request count at every scrape."""
-        self.engine_running.set_function(lambda: float(engine.num_running_requests()))
+        self.arm_requests = Counter(
+            "trace_guard_arm_requests_total", "Guard calls by A/B arm and how the arm was chosen (split, override).",
+            ["arm", "assignment"], registry=r,
+        )
+        self.shadow_runs = Counter(
+            "trace_guard_shadow_runs_total", "Background guard runs of shadow-arm requests by outcome "
+            "(done, dropped, error, timeout, cancelled).", ["status"], registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "trace_guard_shadow_dropped_total", "Shadow guard runs dropped because the shadow queue was full.",
+            registry=r,
+        )
+        self.shadow_pending = Gauge(
+            "trace_guard_shadow_pending", "Shadow guard runs waiting or running (read at scrape time).", registry=r,
+        )
+        self.decision_log_records = Counter(
+            "trace_guard_decision_log_records_total", "Records accepted by the decision log.", registry=r,
+        )
+        self.decision_log_dropped = Counter(
+            "trace_guard_decision_log_dropped_total", "Records the decision log refused (queue full or closed).",
+            registry=r,
+        )
 
-    def record(self, result: GuardResult, duration_seconds: float) -> None:
+    def watch_engine(self, engine) -> None:
+        """Read the engine's running-request count (and upstream health, if any) at every scrape."""
+        self.engine_running.set_function(lambda: float(engine.num_running_requests()))
+        if hasattr(engine, "replicas"):
+            self.registry.register(_UpstreamCollector(engine))
+
+    def count_decision_log(self, accepted: bool) -> None:
+        (self.decision_log_records if accepted else self.decision_log_dropped).inc()
+
+    def record(self, result: GuardResult, duration_seconds: float, arm: str = "") -> None:
         decision = result.decision.value
-        self.request_duration.labels(result.mode.value, decision).observe(duration_seconds)
+        arm = arm or ("guard" if result.mode.value == "guard" else "raw")
+        self.request_duration.labels(result.mode.value, decision, arm).observe(duration_seconds)
         for stage, ms in result.timings_ms.items():
             if stage != "total":
                 self.stage_duration.labels(stage).observe(ms / 1e3)
         total_ms = result.timings_ms.get("total", duration_seconds * 1e3)
         self.overhead.observe(max(0.0, total_ms - result.engine_wait_ms) / 1e3)
         reason = result.abstain_reason.value if result.abstain_reason else ""
-        self.decisions.labels(decision, reason).inc()
+        self.decisions.labels(decision, reason, arm).inc()
         if result.region is not None:
             self.regions.labels(result.region.value).inc()
         if result.scorer:
@@ -94,3 +124,28 @@ class GuardMetrics:
             self.tokens.labels(phase, "prompt").inc(usage.prompt_tokens)
             self.tokens.labels(phase, "generated").inc(usage.generated_tokens)
             self.tokens.labels(phase, "cached").inc(usage.cached_prompt_tokens)
+
+
+class _UpstreamCollector:
+    """Health and request outcomes of each upstream replica, read from the engine at scrape time."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        healthy = GaugeMetricFamily(
+            "trace_guard_upstream_healthy", "1 when the upstream replica passes its health checks.", labels=["upstream"]
+        )
+        requests = CounterMetricFamily(
+            "trace_guard_upstream_requests", "Upstream calls by replica and outcome (ok, failover, error).",
+            labels=["upstream", "outcome"],
+        )
+        for replica in self.engine.replicas():
+            healthy.add_metric([replica.url], 1.0 if replica.healthy else 0.0)
+            for outcome, count in replica.outcomes.items():
+                requests.add_metric([replica.url, outcome], count)
+        yield healthy
+        yield requests

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 
 import grpc
 
@@ -13,33 +14,56 @@ from guard.errors import EngineError, EngineNotReadyError
 from guard.pipeline import GuardPipeline
 from guard.scorers import SCORERS
 from server.admission import Admission
-from server.convert import MODE_TO_PB, request_to_params, result_to_response
+from server.arms import Arm, ArmSplitter, check_ab_key
+from server.convert import MODE_TO_PB, request_to_params, requested_arm, result_to_response
+from server.decision_log import DecisionLog, decision_record
 from server.metrics import GuardMetrics
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 
 
 class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
-    def __init__(self, pipeline: GuardPipeline, metrics: GuardMetrics, admission: Admission):
+    def __init__(
+        self, pipeline: GuardPipeline, metrics: GuardMetrics, admission: Admission,
+        splitter: ArmSplitter | None = None, decision_log: DecisionLog | None = None, shadow=None,
+    ):
         self.pipeline = pipeline
         self.metrics = metrics
         self.admission = admission
+        self.splitter = splitter or ArmSplitter()
+        self.decision_log = decision_log
+        # server.shadow.ShadowRunner, required when the splitter (or a request) can pick SHADOW.
+        self.shadow = shadow
         self.draining = False
 
     async def Guard(self, request: pb.GuardRequest, context: grpc.aio.ServicerContext) -> pb.GuardResponse:
         start = time.perf_counter()
         config = self.pipeline.config
         params = request_to_params(request, config.defaults, config.limits, request.request_id or uuid.uuid4().hex)
+        key = check_ab_key(request.ab_key) or params.request_id
+        arm, assignment = self.splitter.assign(key, requested_arm(request))
+        if arm is Arm.SHADOW and self.shadow is None:
+            raise EngineError("shadow mode is not enabled on this server", retryable=False)
+        params = replace(params, mode=arm.mode)
         if self.draining:
             raise EngineError("server is shutting down", retryable=True)
         if not self.pipeline.engine.ready:
             raise EngineNotReadyError()
+        self.metrics.arm_requests.labels(arm.value, assignment.value).inc()
         async with self.admission.slot():
             with self.metrics.in_flight.track_inprogress():
                 timeout = context.time_remaining()
                 result = await asyncio.wait_for(self.pipeline.run(params), timeout)
-        self.metrics.record(result, time.perf_counter() - start)
-        return result_to_response(result, params.return_paths_text)
+        self.metrics.record(result, time.perf_counter() - start, arm=arm.value)
+        if arm is Arm.SHADOW:
+            # The caller's answer is ready; the guard runs after, outside the admission slots.
+            self.shadow.submit(params, result, assignment.value)
+        elif self.decision_log is not None:
+            field = "guarded" if arm is Arm.GUARD else "raw"
+            record = decision_record(params.request_id, arm.value, assignment.value, params.question,
+                                     **{field: result})
+            self.metrics.count_decision_log(self.decision_log.submit(record))
+        return result_to_response(result, params.return_paths_text, arm)
 
     async def GetInfo(self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetInfoResponse:
         engine = self.pipeline.engine
@@ -74,4 +98,6 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
             scorers=sorted(SCORERS),
             version=guard.__version__,
             ready=engine.ready,
+            guard_fraction=self.splitter.guard_fraction,
+            shadow=self.shadow is not None,
         )

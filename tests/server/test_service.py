@@ -224,10 +224,10 @@ async def test_metrics_endpoint_moves(scripted_server):
     with pytest.raises(grpc.aio.AioRpcError):
         await stub(scripted_server).Guard(pb.GuardRequest(question=""))
     text = await asyncio.to_thread(scrape)
-    assert 'trace_guard_decisions_total{decision="accept",reason=""} 1.0' in text
+    assert 'trace_guard_decisions_total{arm="guard",decision="accept",reason=""} 1.0' in text
     assert 'trace_guard_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
     assert "trace_guard_paths_total 3.0" in text
-    assert 'trace_guard_request_duration_seconds_count{decision="accept",mode="guard"} 1.0' in text
+    assert 'trace_guard_request_duration_seconds_count{arm="guard",decision="accept",mode="guard"} 1.0' in text
     assert 'trace_guard_stage_duration_seconds_count{stage="probe"} 1.0' in text
     assert 'trace_guard_regions_total{region="reliable"} 1.0' in text
     assert 'trace_guard_ars_source_total{source="model"} 1.0' in text
