@@ -10,7 +10,7 @@ from dataclasses import replace
 import grpc
 
 import guard
-from guard.errors import EngineError, EngineNotReadyError
+from guard.errors import EngineError, EngineNotReadyError, InvalidArgumentError
 from guard.pipeline import GuardPipeline
 from guard.scorers import SCORERS
 from server.admission import Admission
@@ -43,7 +43,7 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
         key = check_ab_key(request.ab_key) or params.request_id
         arm, assignment = self.splitter.assign(key, requested_arm(request))
         if arm is Arm.SHADOW and self.shadow is None:
-            raise EngineError("shadow mode is not enabled on this server", retryable=False)
+            raise InvalidArgumentError("arm", "shadow is not enabled on this server (serve --shadow)")
         params = replace(params, mode=arm.mode)
         if self.draining:
             raise EngineError("server is shutting down", retryable=True)

@@ -33,6 +33,9 @@ class ScriptedEngine:
     # Fault injection by call kind ("sample", "ars", "probe", "score"): raise `fail` / never return.
     fail_on: frozenset[str] | None = None
     hang_on: frozenset[str] = frozenset()
+    # Calls of these kinds wait until `gate` is set (then go on normally).
+    gate_on: frozenset[str] = frozenset()
+    gate: asyncio.Event | None = None
     # Per-kind delays, on top of delay_seconds.
     kind_delay: dict[str, float] = field(default_factory=dict)
     started: bool = True
@@ -65,6 +68,8 @@ class ScriptedEngine:
                 await asyncio.sleep(delay)
             if kind in self.hang_on:
                 await asyncio.Event().wait()
+            if kind in self.gate_on and self.gate is not None:
+                await self.gate.wait()
             if self.fail is not None and (self.fail_on is None or kind in self.fail_on):
                 raise self.fail
         finally:
