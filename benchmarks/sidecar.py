@@ -143,13 +143,14 @@ class VllmServer:
 
     def __init__(self, model_dir: str, *, served_name: str | None = None, port: int | None = None,
                  block_size: int = 32, max_model_len: int = 2048, kv_cache_gib: int = 4,
-                 log_path: Path | None = None):
+                 dtype: str = "auto", log_path: Path | None = None):
         self.model_dir = model_dir
         self.served_name = served_name
         self.port = port or free_port()
         self.block_size = block_size
         self.max_model_len = max_model_len
         self.kv_cache_gib = kv_cache_gib
+        self.dtype = dtype
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -166,7 +167,7 @@ class VllmServer:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
                "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", str(self.max_model_len),
                "--block-size", str(self.block_size), "--enable-prefix-caching", "--no-enable-chunked-prefill",
-               "--enforce-eager", "--seed", "0",
+               "--enforce-eager", "--seed", "0", "--dtype", self.dtype,
                # usage.prompt_tokens_details.cached_tokens: the guard reports prefix-cache hits per phase.
                "--enable-prompt-tokens-details"]
         if self.served_name:

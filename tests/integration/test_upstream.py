@@ -45,7 +45,8 @@ class UpstreamSidecar:
 def upstream_sidecar(tmp_path_factory):
     work = tmp_path_factory.mktemp("upstream")
     model = _model_dir()
-    vllm = VllmServer(model, kv_cache_gib=2, log_path=work / "vllm.log").start()
+    # float32 like the in-process test sidecar: bf16 on CPU is not batch-invariant.
+    vllm = VllmServer(model, kv_cache_gib=2, dtype="float32", log_path=work / "vllm.log").start()
     # A second replica address for the same server; the failover test kills it.
     proxy = TcpProxy(vllm.port).start()
     port_file, log_path, decision_log = work / "ports.json", work / "sidecar.log", work / "decisions.jsonl"
@@ -111,7 +112,7 @@ def test_upstream_gives_the_same_response_as_the_in_process_engine(sidecar, upst
     remote = _guard(upstream_sidecar.address, **request)
     assert remote.arm == pb.ARM_GUARD
     assert _comparable(remote) == _comparable(local)
-    # Soft scores come from prompt logprobs computed in different batches: equal to float noise.
+    # Soft scores come from prompt logprobs computed in different batches (float32): equal up to noise.
     assert remote.confidence == pytest.approx(local.confidence, abs=1e-3)
     for name, value in local.features.items():
         assert remote.features[name] == pytest.approx(value, abs=1e-3), name
