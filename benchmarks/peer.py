@@ -9,36 +9,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
+from benchmarks.sidecar import VllmServer, free_port, wait_http
+
 OPTILLM_VENV = Path(os.environ.get("TRACE_GUARD_OPTILLM_VENV", ".venv-optillm"))
 SERVED_NAME = "model"  # no "-" in it: optillm splits "<approach>-<model>" on the first dash
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode} while starting")
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            return
-        except (urllib.error.URLError, OSError):
-            time.sleep(1)
-    raise SystemExit(f"{what} did not come up within {timeout:.0f}s")
 
 
 class OptillmPeer:
@@ -49,22 +29,18 @@ class OptillmPeer:
         self.block_size = block_size
         self.max_model_len = max_model_len
         self.procs: list[subprocess.Popen] = []
+        self.vllm: VllmServer | None = None
         self.url = ""
 
     def start(self) -> "OptillmPeer":
         optillm = OPTILLM_VENV / "bin" / "optillm"
         if not optillm.exists():
             raise SystemExit(f"{optillm} not found: run `make optillm-venv` first")
-        vllm_port, proxy_port = free_port(), free_port()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "4"}
+        proxy_port = free_port()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         t0 = time.monotonic()
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
-             "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(vllm_port),
-             "--max-model-len", str(self.max_model_len), "--block-size", str(self.block_size),
-             "--enable-prefix-caching", "--no-enable-chunked-prefill", "--enforce-eager"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-        ))
+        self.vllm = VllmServer(self.model_dir, served_name=SERVED_NAME, block_size=self.block_size,
+                               max_model_len=self.max_model_len).start(wait=False)
         # optillm loads plugins from ./optillm/plugins of its working directory.
         workdir = Path(tempfile.mkdtemp(prefix="optillm-"))
         (workdir / "optillm" / "plugins").mkdir(parents=True)
@@ -73,12 +49,12 @@ class OptillmPeer:
         proxy_env["OPENAI_API_KEY"] = "sk-local"
         self.procs.append(subprocess.Popen(
             [str(optillm.resolve()), "--host", "127.0.0.1", "--port", str(proxy_port),
-             "--base-url", f"http://127.0.0.1:{vllm_port}/v1"],
+             "--base-url", self.vllm.url],
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=proxy_env,
         ))
         try:
-            _wait_http(f"http://127.0.0.1:{vllm_port}/health", self.procs[0], "vLLM api_server")
-            _wait_http(f"http://127.0.0.1:{proxy_port}/health", self.procs[1], "optillm")
+            self.vllm.wait_ready()
+            wait_http(f"http://127.0.0.1:{proxy_port}/health", self.procs[0], "optillm")
         except BaseException:
             self.stop()
             raise
@@ -111,3 +87,6 @@ class OptillmPeer:
                 p.kill()
                 p.wait()
         self.procs.clear()
+        if self.vllm is not None:
+            self.vllm.stop()
+            self.vllm = None
