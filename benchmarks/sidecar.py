@@ -143,7 +143,7 @@ class VllmServer:
 
     def __init__(self, model_dir: str, *, served_name: str | None = None, port: int | None = None,
                  block_size: int = 32, max_model_len: int = 2048, kv_cache_gib: int = 4,
-                 dtype: str = "auto", log_path: Path | None = None):
+                 dtype: str = "auto", extra_args: tuple[str, ...] = (), log_path: Path | None = None):
         self.model_dir = model_dir
         self.served_name = served_name
         self.port = port or free_port()
@@ -151,6 +151,7 @@ class VllmServer:
         self.max_model_len = max_model_len
         self.kv_cache_gib = kv_cache_gib
         self.dtype = dtype
+        self.extra_args = tuple(extra_args)
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -172,6 +173,7 @@ class VllmServer:
                "--enable-prompt-tokens-details"]
         if self.served_name:
             cmd += ["--served-model-name", self.served_name]
+        cmd += list(self.extra_args)
         out = self.log_path.open("w") if self.log_path is not None else subprocess.DEVNULL
         # Own process group: stop() takes the API server and its engine core down together.
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

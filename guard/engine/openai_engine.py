@@ -3,7 +3,11 @@
 Sampling, ARS generation and probes use `/v1/completions` on the already rendered prompt (the
 same text the in-process engine gets, so both engines make the same decisions); all prompts of a
 stage go in one HTTP call, which vLLM schedules as one batch. Scoring uses vLLM's
-`prompt_logprobs` on pre-tokenized prompts. The tokenizer and chat template are loaded locally
+`prompt_logprobs` on pre-tokenized prompts. Prompts with images go to `/v1/chat/completions`
+instead (the completions endpoint takes no images): the images as base64 data URLs, the rendered
+text (which already holds the model's image placeholders) as the only text, and a pass-through
+chat template, so the server sees exactly the prompt the in-process engine would; that needs the
+vLLM server started with `--trust-request-chat-template`. The tokenizer and chat template are loaded locally
 (from `tokenizer`, or the model path the server reports when it exists here) because prompts are
 rendered before they are sent.
 
@@ -15,11 +19,14 @@ the next one on the ring. A background loop polls each replica's `/health`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import io
 import json
 import logging
 import os
 import time
+import weakref
 from typing import Any, Sequence
 
 from guard.engine.base import (
@@ -31,6 +38,7 @@ from guard.engine.base import (
     ScoreItem,
     ScoreResult,
 )
+from guard.engine.aio import gather_all
 from guard.engine.chat import render_chat
 from guard.engine.upstream import ReplicaRing, ReplicaState
 from guard.errors import EngineError, EngineNotReadyError, InvalidArgumentError
@@ -53,9 +61,11 @@ def _server_root(api_base: str) -> str:
     return api_base[: -len("/v1")]
 
 
-def _token_id(key: str) -> int:
-    # return_tokens_as_token_ids=True makes logprob keys look like "token_id:1234".
-    return int(key.rsplit(":", 1)[-1])
+# Renders the one text part verbatim: the sidecar has already applied the model's own template.
+PASS_THROUGH_TEMPLATE = (
+    "{%- for message in messages -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}{%- endfor -%}"
+)
 
 
 class OpenAIEngine:
@@ -93,6 +103,9 @@ class OpenAIEngine:
         # request id -> HTTP calls in flight; abort() cancels them (closing the connection makes
         # vLLM abort the request server-side).
         self._inflight: dict[str, set[asyncio.Task]] = {}
+        # PIL image -> data URL, so the N x K probes of a request encode each image once.
+        # (PIL images are unhashable: keyed by id, dropped when the image is collected.)
+        self._data_urls: dict[int, tuple[weakref.ref, str]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,9 +187,7 @@ class OpenAIEngine:
                 logger.debug("no processor chat template at %s", path, exc_info=True)
         self._model_id = card["id"]
         self._max_model_len = int(card.get("max_model_len") or getattr(config, "max_position_embeddings", 0) or 0)
-        # Images would need the chat endpoint (the completions endpoint takes text and token ids
-        # only); until then an image request is refused up front with INVALID_ARGUMENT.
-        self._accepts_images = False
+        self._accepts_images = getattr(config, "vision_config", None) is not None
 
     async def _health_loop(self) -> None:
         while True:
@@ -275,9 +286,8 @@ class OpenAIEngine:
     ) -> list[GenerationResult]:
         if not prompts:
             return []
-        for i, prompt in enumerate(prompts):
-            if prompt.images:
-                raise InvalidArgumentError("images", f"model {self._model_id} (upstream) does not accept images")
+        if any(p.images for p in prompts):
+            return await gather_all([self._generate_chat(p, spec, request_id) for p in prompts])
         copies = 1
         if spec.temperature == 0 and spec.n > 1:
             # Greedy decoding gives n identical completions and vLLM refuses n > 1 with it.
@@ -299,6 +309,70 @@ class OpenAIEngine:
                 GenerationResult(completions, prompt_tokens // len(prompts), cached // len(prompts))
             )
         return results
+
+    async def _generate_chat(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
+        """One prompt with images, through the chat endpoint (see the module docstring)."""
+        copies = 1
+        if spec.temperature == 0 and spec.n > 1:
+            copies, spec = spec.n, dataclasses.replace(spec, n=1)
+        body = self._completion_body(spec)
+        body.update(await self._chat_fields(prompt, prompt.text))
+        if spec.logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = spec.logprobs
+            body.pop("return_tokens_as_token_ids", None)
+        out = await self._call(request_id, "/chat/completions", body)
+        choices = sorted(out.get("choices") or [], key=lambda c: c["index"])
+        if len(choices) != spec.n:
+            raise EngineError(f"upstream returned {len(choices)} choices for n={spec.n}")
+        completions = [self._chat_completion(c, spec) for c in choices]
+        if copies > 1:
+            completions = [dataclasses.replace(c) for c in completions for _ in range(copies)]
+        return GenerationResult(completions, *self._usage(out))
+
+    async def _chat_fields(self, prompt: Prompt, text: str) -> dict[str, Any]:
+        if not self._accepts_images:
+            raise InvalidArgumentError("images", f"model {self._model_id} does not accept images")
+        urls = [await asyncio.to_thread(self._data_url, image) for image in prompt.images]
+        parts: list[dict] = [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+        parts.append({"type": "text", "text": text})
+        return {
+            "messages": [{"role": "user", "content": parts}],
+            "chat_template": PASS_THROUGH_TEMPLATE,
+            "add_generation_prompt": False,
+        }
+
+    def _data_url(self, image: Any) -> str:
+        key = id(image)
+        entry = self._data_urls.get(key)
+        if entry is not None and entry[0]() is image:
+            return entry[1]
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        self._data_urls[key] = (weakref.ref(image), url)
+        weakref.finalize(image, self._data_urls.pop, key, None)
+        return url
+
+    @staticmethod
+    def _chat_completion(choice: dict, spec: SampleSpec) -> Completion:
+        token_lps: list[float] = []
+        top_lps: list[list[float]] = []
+        entries = ((choice.get("logprobs") or {}).get("content")) or []
+        if spec.logprobs is not None:
+            for entry in entries:
+                token_lps.append(float(entry.get("logprob", float("nan"))))
+                if spec.logprobs > 0:
+                    values = sorted((float(t["logprob"]) for t in entry.get("top_logprobs") or []), reverse=True)
+                    top_lps.append(values[: spec.logprobs])
+        token_ids = choice.get("token_ids") or []
+        return Completion(
+            text=(choice.get("message") or {}).get("content") or "",
+            num_tokens=len(token_ids) if token_ids else len(entries),
+            finish_reason=choice.get("finish_reason"),
+            token_logprobs=token_lps,
+            top_logprobs=top_lps,
+        )
 
     def _completion_body(self, spec: SampleSpec) -> dict[str, Any]:
         if spec.n < 1:
@@ -359,6 +433,10 @@ class OpenAIEngine:
         if not items:
             return []
         encoded = await asyncio.to_thread(self._encode_items, list(items))
+        if any(item.context.images for item in items):
+            return await gather_all(
+                [self._score_chat(item, cont, request_id) for item, (_, cont) in zip(items, encoded)]
+            )
         body = {
             "model": self._model_id,
             "prompt": [ctx + cont for ctx, cont in encoded],
@@ -379,8 +457,8 @@ class OpenAIEngine:
         tok = self._tokenizer
         encoded = []
         for i, item in enumerate(items):
-            if item.context.images:
-                raise InvalidArgumentError(f"items[{i}].context.images", "the upstream engine scores text only")
+            if item.context.images and not self._accepts_images:
+                raise InvalidArgumentError(f"items[{i}].context.images", f"model {self._model_id} does not accept images")
             # Tokenized apart so the continuation's token span is exact (as in-process).
             ctx = list(tok.encode(item.context.text, add_special_tokens=False))
             cont = list(tok.encode(item.continuation, add_special_tokens=False))
@@ -391,6 +469,20 @@ class OpenAIEngine:
                 ctx = [bos]
             encoded.append((ctx, cont))
         return encoded
+
+    async def _score_chat(self, item: ScoreItem, cont: list[int], request_id: str) -> ScoreResult:
+        """Score one context with images: the whole text goes through the chat endpoint (the image
+        placeholders expand server-side), and the continuation is the tail of the prompt tokens."""
+        body: dict[str, Any] = {
+            "model": self._model_id, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0,
+            "return_token_ids": True,
+        }
+        body.update(await self._chat_fields(item.context, item.context.text + item.continuation))
+        out = await self._call(request_id, "/chat/completions", body)
+        prompt_ids = list(out.get("prompt_token_ids") or [])
+        if len(cont) and prompt_ids[-len(cont):] != cont:
+            raise EngineError("the upstream tokenized the scored continuation differently from the sidecar")
+        return self._score_result(out, prompt_ids[: len(prompt_ids) - len(cont)], cont)
 
     @staticmethod
     def _score_result(choice: dict, ctx: list[int], cont: list[int]) -> ScoreResult:
@@ -489,3 +581,4 @@ class OpenAIEngine:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
             logger.debug("aborted %d upstream call(s) of %s", len(tasks), request_id)
+
