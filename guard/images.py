@@ -1,10 +1,11 @@
-"""Decodes and checks inline request images with Pillow (format, MIME type, pixel count)."""
+"""Decodes and checks inline request images with Pillow (format, MIME type, pixel count) and makes them upright RGB."""
 
 from __future__ import annotations
 
 import io
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from guard.errors import InvalidArgumentError
 from guard.params import ImageInput, Limits
@@ -48,9 +49,30 @@ def decode_images(images: Sequence[ImageInput], limits: Limits) -> list[Any]:
                         f"{field}.mime_type", f"says {image.mime_type} but the data is {img.format}"
                     )
                 img.load()
-                decoded.append(img.convert("RGB"))
+                decoded.append(_to_rgb(img))
         except InvalidArgumentError:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:
+            # Pillow's own guard fires in open() for canvases far beyond any sane limit.
+            raise InvalidArgumentError(
+                f"{field}.data", f"has more pixels than the limit of {limits.max_image_pixels} ({exc})"
+            ) from exc
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InvalidArgumentError(f"{field}.data", f"cannot be decoded as an image ({exc})") from exc
     return decoded
+
+
+def _to_rgb(img: Any) -> Any:
+    """Upright RGB, as the model should see it: EXIF rotation applied (phone photos), transparency
+    composited onto white (converting RGBA straight to RGB turns transparent areas into whatever
+    colour they hide, often black)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")

@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         engine = VllmEngine(
             model, max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager,
-            block_size=args.block_size,
+            block_size=args.block_size, dtype=args.dtype,
         )
     config = GuardConfig(
         defaults=Defaults(
@@ -277,6 +277,13 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_vision_model(args: argparse.Namespace) -> int:
+    from server.vision_model import ensure_vision_model
+
+    print(ensure_vision_model(Path(args.out) if args.out else None, force=args.force))
+    return 0
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="bearer token (default: $TRACE_GUARD_AUTH_TOKEN)")
     p.add_argument("--tls-ca", help="CA certificate (PEM) to verify the sidecar: enables TLS")
@@ -328,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--block-size", type=int, default=32,
                    help="KV-cache block size; prefix-cache hits are whole blocks (CPU: a multiple of 32)")
     s.add_argument("--no-enforce-eager", action="store_true", help="allow torch.compile / CUDA graphs (slow start)")
+    s.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="weights/activations dtype (auto: vLLM's choice; on CPU bf16, whose greedy outputs can "
+                        "change with batch composition; float32 is batch-invariant)")
     s.add_argument("--max-concurrent", type=int, default=8, help="requests processed at once")
     s.add_argument("--max-queued", type=int, default=64, help="requests waiting before RESOURCE_EXHAUSTED")
     s.add_argument("--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM")
@@ -397,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch-model", help="fetch and convert the default model (SmolLM2-135M-Instruct)")
     f.add_argument("--dir", help="target directory (default: models/SmolLM2-135M-Instruct)")
     f.set_defaults(func=_fetch_model)
+
+    v = sub.add_parser("build-vision-model",
+                       help="build the tiny plumbing VLM for image tests (random vision tower: meaningless answers)")
+    v.add_argument("--out", help="target directory (default: models/trace-guard-tiny-vlm)")
+    v.add_argument("--force", action="store_true", help="rebuild even if a build is cached")
+    v.set_defaults(func=_build_vision_model)
     return parser
 
 

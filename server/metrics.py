@@ -95,6 +95,8 @@ class GuardMetrics:
         self.engine_running.set_function(lambda: float(engine.num_running_requests()))
         if hasattr(engine, "replicas"):
             self.registry.register(_UpstreamCollector(engine))
+        if hasattr(engine, "prefix_cache_stats"):
+            self.registry.register(_PrefixCacheCollector(engine))
 
     def count_decision_log(self, accepted: bool) -> None:
         (self.decision_log_records if accepted else self.decision_log_dropped).inc()
@@ -149,3 +151,28 @@ class _UpstreamCollector:
                 requests.add_metric([replica.url, outcome], count)
         yield healthy
         yield requests
+
+
+class _PrefixCacheCollector:
+    """vLLM's lifetime prefix-cache counters (prompt tokens looked up and found), read at scrape time."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        stats = self.engine.prefix_cache_stats()
+        if stats is None:  # engine not started yet
+            return
+        queries = CounterMetricFamily(
+            "trace_guard_engine_prefix_cache_query_tokens", "Prompt tokens looked up in vLLM's prefix cache."
+        )
+        hits = CounterMetricFamily(
+            "trace_guard_engine_prefix_cache_hit_tokens", "Prompt tokens found in vLLM's prefix cache (not recomputed)."
+        )
+        queries.add_metric([], stats["queries"])
+        hits.add_metric([], stats["hits"])
+        yield queries
+        yield hits

@@ -9,8 +9,8 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from guard.engine.base import (
     Completion,
@@ -21,6 +21,8 @@ from guard.engine.base import (
     ScoreItem,
     ScoreResult,
 )
+from guard.engine.aio import gather_all
+from guard.engine.chat import render_chat
 from guard.errors import EngineError, EngineNotReadyError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 
 ENGINE_NAME = "vllm-inprocess"
 # KV cache size (GiB) for vLLM's CPU backend when the operator did not choose one; vLLM's own
@@ -354,49 +355,10 @@ class VllmEngine:
 
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         self._engine()
-        conversation = [self._normalize_message(i, m) for i, m in enumerate(messages)]
-        kwargs: dict[str, Any] = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
-        if self._chat_template is not None:
-            kwargs["chat_template"] = self._chat_template
-        try:
-            text = self._tokenizer.apply_chat_template(conversation, **kwargs)
-        except Exception as exc:
-            raise InvalidArgumentError("messages", f"chat template failed: {exc}") from exc
-        if not isinstance(text, str):
-            raise EngineError(f"chat template returned {type(text).__name__}, expected str")
-        return text
-
-    def _normalize_message(self, index: int, message: dict) -> dict:
-        content = message.get("content")
-        if content is None or isinstance(content, str):
-            return dict(message)
-        if not isinstance(content, (list, tuple)):
-            raise InvalidArgumentError(
-                f"messages[{index}].content", "must be a string or a list of parts"
-            )
-        parts: list[dict] = []
-        for part in content:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                parts.append({"type": "text", "text": part.get("text", "")})
-            elif kind in ("image", "image_url", "input_image"):
-                if not self._accepts_images:
-                    raise InvalidArgumentError(
-                        f"messages[{index}].content", f"model {self._name} does not accept images"
-                    )
-                # HF multimodal templates only need to know where the image goes.
-                parts.append({"type": "image"})
-            else:
-                raise InvalidArgumentError(
-                    f"messages[{index}].content", f"unsupported content part type {kind!r}"
-                )
-        out = dict(message)
-        if self._accepts_images:
-            out["content"] = parts
-        else:
-            # Text-only templates render `content` as a string.
-            out["content"] = "\n".join(p["text"] for p in parts)
-        return out
+        return render_chat(
+            self._tokenizer, self._chat_template, messages, accepts_images=self._accepts_images,
+            model_name=self._name, add_generation_prompt=add_generation_prompt,
+        )
 
     # ------------------------------------------------------------------ generation
 
@@ -422,7 +384,7 @@ class VllmEngine:
     async def generate_many(
         self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str
     ) -> list[GenerationResult]:
-        return await _gather_all([self.generate(p, spec, request_id) for p in prompts])
+        return await gather_all([self.generate(p, spec, request_id) for p in prompts])
 
     def _sampling_params(self, spec: SampleSpec) -> SamplingParams:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -503,7 +465,7 @@ class VllmEngine:
         if not items:
             return []
         encoded = await asyncio.to_thread(self._encode_items, list(items))
-        return await _gather_all(
+        return await gather_all(
             [
                 self._score_one(llm, item, ctx_ids, cont_ids, request_id)
                 for item, (ctx_ids, cont_ids) in zip(items, encoded)
@@ -549,7 +511,10 @@ class VllmEngine:
         # but only the continuation's positions are needed; if the cache covered any of them,
         # score again without reading the cache.
         out = await self._score_request(llm, engine_prompt, request_id, read_cache=True)
-        needed_from = len(ctx_ids) - 1  # hidden state that predicts the first continuation token
+        # Position of the hidden state that predicts the first continuation token, counted in the
+        # prompt vLLM ran: with images, each placeholder in ctx_ids was expanded to the image's
+        # tokens, so len(ctx_ids) undercounts it and would send every scoring round twice.
+        needed_from = len(out.prompt_token_ids or ()) - k - 1
         if k and (out.num_cached_tokens or 0) > needed_from:
             out = await self._score_request(llm, engine_prompt, request_id, read_cache=False)
         prompt_ids = list(out.prompt_token_ids or ())
@@ -704,15 +669,3 @@ def _shutdown_all(built: list[AsyncLLM]) -> None:
             built.pop().shutdown()
         except Exception:
             logger.warning("shutting down an engine whose start was cancelled failed", exc_info=True)
-
-
-async def _gather_all(aws: Sequence[Awaitable[_T]]) -> list[_T]:
-    """gather() that cancels (hence aborts) the siblings as soon as one fails."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

@@ -54,9 +54,6 @@ def sidecar(tmp_path_factory) -> Sidecar:
     cmd = [
         sys.executable, "-m", "server", "serve", "--model", model, "--port", "0", "--metrics-port", "0",
         "--port-file", str(port_file), "--max-tokens", "96", "--grace-seconds", "5",
-        # float32: on CPU, bf16 results change with batch composition, so the upstream parity test
-        # (tests/integration/test_upstream.py) could not compare two engines exactly.
-        "--dtype", "float32",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = log_path.open("w")

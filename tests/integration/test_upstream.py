@@ -105,10 +105,25 @@ def _comparable(resp: pb.GuardResponse) -> dict:
     }
 
 
-def test_upstream_gives_the_same_response_as_the_in_process_engine(sidecar, upstream_sidecar):
+@pytest.fixture(scope="module")
+def inprocess_float32(tmp_path_factory):
+    """An in-process sidecar in float32 like the upstream server: bf16 on CPU is not batch-invariant
+    (its outputs change with what else is in the batch), so only float32 engines compare exactly."""
+    from benchmarks.sidecar import start_sidecar
+
+    work = tmp_path_factory.mktemp("inprocess-fp32")
+    handle = start_sidecar(_model_dir(), ["--dtype", "float32", "--max-tokens", "96"], log_path=work / "sidecar.log",
+                           env={"VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    try:
+        yield handle
+    finally:
+        assert handle.stop() == 0
+
+
+def test_upstream_gives_the_same_response_as_the_in_process_engine(inprocess_float32, upstream_sidecar):
     request = dict(question=QUESTION, sub_questions=SUB_QUESTIONS, num_paths=4, temperature=0.8, seed=1234,
                    max_tokens=64, scorer="trace", mode=pb.MODE_GUARD, return_paths_text=True)
-    local = _guard(sidecar.address, **request)
+    local = _guard(inprocess_float32.address, **request)
     remote = _guard(upstream_sidecar.address, **request)
     assert remote.arm == pb.ARM_GUARD
     assert _comparable(remote) == _comparable(local)
