@@ -80,6 +80,18 @@ ADAPTERS: dict[str, Callable[[dict, int], Problem]] = {
     "multiarith/dev.jsonl": _multiarith,
     "visual": _visual,
 }
+
+
+def _generated_visual(name: str, limit: int | None) -> list[Problem]:
+    from benchmarks import visual  # imported late: it imports Problem from here
+
+    return visual.load(name, limit)
+
+
+# Datasets generated on the fly rather than read from a file, by the name's first word.
+GENERATED: dict[str, Callable[[str, int | None], list[Problem]]] = {
+    "visual": _generated_visual,  # visual[-TASK][@SEED], see benchmarks/visual.py
+}
 ALIASES = {
     "gsm8k": "gsm8k/socratic_dev.jsonl",
     "gsm8k-train": "gsm8k/train.jsonl",
@@ -96,8 +108,12 @@ def _adapter_for(path: Path) -> Callable[[dict, int], Problem]:
 
 
 def load(name_or_path: str, data_dir: Path = DEFAULT_DATA_DIR, limit: int | None = None) -> list[Problem]:
-    """Load a dataset by alias ("gsm8k", "svamp", "multiarith", "gsm8k-train") or by JSONL path."""
+    """Load a dataset by alias ("gsm8k", "svamp", "multiarith", "gsm8k-train"), generated name
+    ("visual", "visual-count@7") or JSONL path."""
     path = Path(name_or_path)
+    generator = GENERATED.get(re.split(r"[-@]", name_or_path, maxsplit=1)[0])
+    if generator is not None and not path.exists():
+        return generator(name_or_path, limit)
     if not path.exists():
         path = data_dir / ALIASES.get(name_or_path, name_or_path)
     adapter = _adapter_for(path)

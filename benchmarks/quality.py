@@ -22,7 +22,7 @@ from pathlib import Path
 from benchmarks import datasets
 from guard import replay as records
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
-from guard.params import Defaults, GuardParams, Limits, _canonical
+from guard.params import Defaults, GuardParams, ImageInput, Limits, _canonical
 from guard.policy import Policy
 
 SCORER_NAMES = ("majority", "deepconf", "trace")
@@ -79,6 +79,7 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
             try:
                 params = GuardParams(
                     question=problem.question, sub_questions=subs, num_paths=args.num_paths,
+                    images=tuple(ImageInput(data, mime_type) for data, mime_type in problem.images),
                     temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
                     scorer="trace" if ars != "none" else "majority", request_id=problem.id,
                 )
@@ -223,7 +224,8 @@ def plot_risk_coverage(results: dict, path: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", required=True,
-                   help="DATASET[:ARS] with ARS gold|model|none, e.g. gsm8k:gold, svamp:model (repeatable)")
+                   help="DATASET[:ARS] with ARS gold|model|none, e.g. gsm8k:gold, svamp:model, visual:gold "
+                        "(generated images: visual[-TASK][@SEED], see benchmarks/visual.py) (repeatable)")
     p.add_argument("--data-dir", default=str(datasets.DEFAULT_DATA_DIR))
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--num-paths", type=int, default=8)
