@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 import pytest
@@ -45,24 +47,24 @@ def _model_dir() -> str:
     return str(ensure_default_model())
 
 
-@pytest.fixture(scope="session")
-def sidecar(tmp_path_factory) -> Sidecar:
-    workdir = tmp_path_factory.mktemp("sidecar")
+@contextlib.contextmanager
+def running_sidecar(workdir: Path, model: str, extra_args: list[str], env: dict[str, str] | None = None,
+                    what: str = "sidecar") -> Iterator[Sidecar]:
+    """`trace-guard serve` as a subprocess on free ports until its engine is SERVING; on exit a SIGTERM
+    drain that must end with exit status 0 (a crash under load must not pass unnoticed either)."""
     port_file = workdir / "ports.json"
     log_path = workdir / "sidecar.log"
-    model = _model_dir()
-    cmd = [
-        sys.executable, "-m", "server", "serve", "--model", model, "--port", "0", "--metrics-port", "0",
-        "--port-file", str(port_file), "--max-tokens", "96", "--grace-seconds", "5",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "server", "serve", "--model", model, "--port", "0", "--metrics-port", "0",
+           "--port-file", str(port_file), *extra_args]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
     log = log_path.open("w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     start = time.monotonic()
+    drained = None
     try:
         while not port_file.exists():
             if proc.poll() is not None or time.monotonic() - start > STARTUP_TIMEOUT_SECONDS:
-                raise RuntimeError("sidecar did not bind:\n" + log_path.read_text())
+                raise RuntimeError(f"{what} did not bind:\n" + log_path.read_text())
             time.sleep(0.2)
         ports = json.loads(port_file.read_text())
         handle = Sidecar(proc, ports["port"], ports["metrics_port"], log_path, model)
@@ -70,15 +72,17 @@ def sidecar(tmp_path_factory) -> Sidecar:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 if proc.poll() is not None or time.monotonic() - start > STARTUP_TIMEOUT_SECONDS:
-                    raise RuntimeError("sidecar engine did not become ready:\n" + handle.log_tail())
-                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+                    raise RuntimeError(f"{what} engine did not become ready:\n" + handle.log_tail())
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+                except grpc.RpcError:
+                    status = None  # busy loading the engine on a small machine: ask again
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     break
                 time.sleep(0.5)
-        print(f"\nsidecar ready in {time.monotonic() - start:.1f}s at {handle.address}")
+        print(f"\n{what} ready in {time.monotonic() - start:.1f}s at {handle.address}")
         yield handle
     finally:
-        drained = None
         if proc.poll() is None:
             # SIGTERM is a graceful drain: the process must exit 0 and leave no engine behind.
             proc.send_signal(signal.SIGTERM)
@@ -88,8 +92,16 @@ def sidecar(tmp_path_factory) -> Sidecar:
                 proc.kill()
                 proc.wait()
         log.close()
-    if drained is not None and drained != 0:
-        raise RuntimeError(f"sidecar exited {drained} on SIGTERM:\n" + log_path.read_text()[-3000:])
+    if drained != 0:
+        raise RuntimeError(f"{what} exited {proc.returncode} (SIGTERM at teardown: {drained is not None}):\n"
+                           + log_path.read_text()[-3000:])
+
+
+@pytest.fixture(scope="session")
+def sidecar(tmp_path_factory) -> Sidecar:
+    with running_sidecar(tmp_path_factory.mktemp("sidecar"), _model_dir(),
+                         ["--max-tokens", "96", "--grace-seconds", "5"]) as handle:
+        yield handle
 
 
 @pytest.fixture

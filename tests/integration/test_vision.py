@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,11 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
-from tests.integration.conftest import REPO, STARTUP_TIMEOUT_SECONDS, Sidecar
+from tests.integration.conftest import REPO, Sidecar, running_sidecar
 
 QUESTION = "How many red squares are in the image?"
 SUB_QUESTIONS = ["How many squares are in the image?", "What colour are the squares?"]
@@ -63,56 +60,12 @@ def vision_sidecar(tmp_path_factory):
     start = time.monotonic()
     model = str(ensure_vision_model())
     print(f"\nvision model ready in {time.monotonic() - start:.1f}s at {model}")
-    workdir = tmp_path_factory.mktemp("vision-sidecar")
-    port_file = workdir / "ports.json"
-    log_path = workdir / "sidecar.log"
-    cmd = [
-        sys.executable, "-m", "server", "serve", "--model", model, "--port", "0", "--metrics-port", "0",
-        "--port-file", str(port_file), "--max-tokens", "32", "--grace-seconds", "5",
-        # float32: on CPU vLLM's default (bf16) gives greedy outputs that depend on batch composition,
-        # which would hide whether concurrent requests with different images stay apart.
-        "--dtype", "float32",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2"}
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    start = time.monotonic()
-    drained = None
-    try:
-        while not port_file.exists():
-            if proc.poll() is not None or time.monotonic() - start > STARTUP_TIMEOUT_SECONDS:
-                raise RuntimeError("vision sidecar did not bind:\n" + log_path.read_text())
-            time.sleep(0.2)
-        ports = json.loads(port_file.read_text())
-        handle = Sidecar(proc, ports["port"], ports["metrics_port"], log_path, model)
-        with grpc.insecure_channel(handle.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if proc.poll() is not None or time.monotonic() - start > STARTUP_TIMEOUT_SECONDS:
-                    raise RuntimeError("vision sidecar engine did not become ready:\n" + handle.log_tail())
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-                except grpc.RpcError:
-                    status = None  # busy loading the engine on a small machine: ask again
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-                time.sleep(0.5)
-        print(f"vision sidecar ready in {time.monotonic() - start:.1f}s at {handle.address}")
+    # float32: on CPU vLLM's default (bf16) gives greedy outputs that depend on batch composition,
+    # which would hide whether concurrent requests with different images stay apart.
+    args = ["--max-tokens", "32", "--grace-seconds", "5", "--dtype", "float32"]
+    with running_sidecar(tmp_path_factory.mktemp("vision-sidecar"), model, args,
+                         env={"VLLM_CPU_KVCACHE_SPACE": "2"}, what="vision sidecar") as handle:
         yield handle
-    finally:
-        if proc.poll() is None:
-            # SIGTERM is a graceful drain: the process must exit 0 and leave no engine behind.
-            proc.send_signal(signal.SIGTERM)
-            try:
-                drained = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-    if drained != 0:
-        # Also when it died before teardown: a crash under load must not pass unnoticed.
-        raise RuntimeError(f"vision sidecar exited {proc.returncode} (SIGTERM at teardown: "
-                           f"{drained is not None}):\n" + log_path.read_text()[-3000:])
 
 
 @pytest.fixture
