@@ -21,6 +21,7 @@ import grpc
 
 from benchmarks import datasets, plots
 from benchmarks.sidecar import percentile, start_sidecar
+from guard.params import ScoreMode
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 
@@ -51,7 +52,22 @@ def run_arm(call, questions, concurrency: int) -> dict:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, questions))
-    wall = time.perf_counter() - t0
+    return summarise(results, time.perf_counter() - t0)
+
+
+def run_arms_interleaved(arms, questions) -> dict[str, dict]:
+    """Concurrency 1: each question goes through every arm before the next question, so load drift on
+    a shared machine hits all arms alike."""
+    results: dict[str, list] = {name: [] for name, _ in arms}
+    for q in questions:
+        for name, call in arms:
+            t0 = time.perf_counter()
+            out = call(q)
+            results[name].append((time.perf_counter() - t0, out))
+    return {name: summarise(rs, sum(r[0] for r in rs)) for name, rs in results.items()}
+
+
+def summarise(results: list, wall_s: float) -> dict:
     latencies = [r[0] for r in results]
     stages: dict[str, list[float]] = {}
     for _, out in results:
@@ -63,9 +79,13 @@ def run_arm(call, questions, concurrency: int) -> dict:
         "p50_s": percentile(latencies, 0.5),
         "p95_s": percentile(latencies, 0.95),
         "p99_s": percentile(latencies, 0.99),
-        "requests_per_s": len(results) / wall,
+        "requests_per_s": len(results) / wall_s,
         "generated_tokens_per_request": statistics.mean(out["tokens"] for _, out in results),
         "stage_p50_ms": {s: percentile(v, 0.5) for s, v in stages.items()},
+        # Share of each request's total spent probing and scoring, per request, then the median.
+        "probe_score_share_p50": percentile(
+            [(out["timings"].get("probe", 0.0) + out["timings"].get("score", 0.0)) / out["timings"]["total"]
+             for _, out in results if out["timings"].get("total")], 0.5),
         "overhead_p50_ms": percentile(overhead, 0.5),
     }
 
@@ -78,6 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-requests", type=int, default=8)
     p.add_argument("--paths", type=int, action="append", help="N values for guard arms (default 8)")
     p.add_argument("--scorer", action="append", help="scorers for guard arms (default: all)")
+    p.add_argument("--score-mode", action="append", choices=[m.value for m in ScoreMode],
+                   help="score modes for the trace arms, one arm each (default: the server's)")
     p.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--peer", choices=["optillm"], help="also measure the optillm proxy in front of a vLLM "
@@ -109,18 +131,24 @@ def main(argv=None) -> int:
             # Warm-up: first requests pay one-off costs (allocation, prefix-cache fill of the few-shot header).
             raw = guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0})
             run_arm(raw, questions[:2], 1)
-            arms = [("raw", raw)] + [
-                (f"guard-{s}-n{n}", guard_call(stub, {"mode": pb.MODE_GUARD, "scorer": s, "num_paths": n,
-                                                      "max_tokens": args.max_tokens, "seed": 0}))
-                for n in paths for s in scorers
-            ]
+            arms = [("raw", raw)]
+            for n in paths:
+                for s in scorers:
+                    request = {"mode": pb.MODE_GUARD, "scorer": s, "num_paths": n, "max_tokens": args.max_tokens,
+                               "seed": 0}
+                    if s == "trace" and args.score_mode:
+                        arms += [(f"guard-{s}-{m}-n{n}", guard_call(stub, {**request, "score_mode": m}))
+                                 for m in args.score_mode]
+                    else:
+                        arms.append((f"guard-{s}-n{n}", guard_call(stub, request)))
             if peer is not None:
                 approaches = args.peer_approach or ["majority_voting", "self_consistency_n"]
                 run_arm(peer_call(peer, approaches[0], 1, args.max_tokens), questions[:2], 1)  # warm-up
                 arms += [(f"optillm-{a}-n{n}", peer_call(peer, a, n, args.max_tokens)) for n in paths for a in approaches]
             for c in levels:
-                for name, call in arms:
-                    r = run_arm(call, questions, c)
+                level = run_arms_interleaved(arms, questions) if c == 1 else {
+                    name: run_arm(call, questions, c) for name, call in arms}
+                for name, r in level.items():
                     results[f"{name}@c{c}"] = r
                     print(f"{name:<22} c={c:<3} p50={r['p50_s']:.2f}s p95={r['p95_s']:.2f}s "
                           f"rps={r['requests_per_s']:.2f} tokens={r['generated_tokens_per_request']:.0f} "
@@ -130,16 +158,7 @@ def main(argv=None) -> int:
             sidecar.stop()
         if peer is not None:
             peer.stop()
-    lines = [f"{'arm':<26}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'req/s':>7}{'tok/req':>9}{'x raw p50':>10}"
-             f"{'probe+score %':>15}{'overhead ms':>12}"]
-    for key, r in results.items():
-        c = key.split("@")[1]
-        raw = results[f"raw@{c}"]["p50_s"]
-        st = r["stage_p50_ms"]
-        share = (st.get("probe", 0) + st.get("score", 0)) / st["total"] * 100 if st.get("total") else 0.0
-        lines.append(f"{key:<26}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}{r['p99_s']:>8.2f}{r['requests_per_s']:>7.2f}"
-                     f"{r['generated_tokens_per_request']:>9.0f}{r['p50_s'] / raw:>10.2f}{share:>15.1f}"
-                     f"{r['overhead_p50_ms']:>12.1f}")
+    lines = table_lines(results)
     lines += headline_ratios(results)
     table = "\n".join(lines)
     print(table)
@@ -148,6 +167,27 @@ def main(argv=None) -> int:
     plot_cdf(results, args.out / "latency_cdf.png")
     print(f"results in {args.out}/latency.json, plot {args.out}/latency_cdf.png")
     return 0
+
+
+def table_lines(results: dict) -> list[str]:
+    """One row per arm (ratios to raw at the same concurrency), then each arm's stage p50s."""
+    lines = [f"{'arm':<32}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'req/s':>7}{'tok/req':>9}{'x raw p50':>10}"
+             f"{'probe+score %':>15}{'overhead ms':>12}"]
+    for key, r in results.items():
+        c = key.split("@")[1]
+        raw = results[f"raw@{c}"]["p50_s"] if f"raw@{c}" in results else float("nan")
+        share = r.get("probe_score_share_p50", float("nan"))
+        share = 0.0 if share != share else share  # no guarded request: nothing probed
+        lines.append(f"{key:<32}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}{r['p99_s']:>8.2f}{r['requests_per_s']:>7.2f}"
+                     f"{r['generated_tokens_per_request']:>9.0f}{r['p50_s'] / raw:>10.2f}{share * 100:>15.1f}"
+                     f"{r['overhead_p50_ms']:>12.1f}")
+    lines += ["", "stage p50 ms (ars runs concurrently with sample):"]
+    for key, r in results.items():
+        st = r["stage_p50_ms"]
+        if key.startswith("guard-"):
+            lines.append(f"  {key:<30}" + "  ".join(f"{s}={st[s]:.0f}" for s in
+                                                     ("sample", "ars", "probe", "score", "total") if s in st))
+    return lines
 
 
 def headline_ratios(results: dict) -> list[str]:

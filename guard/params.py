@@ -15,6 +15,24 @@ class Mode(enum.Enum):
     RAW = "raw"
 
 
+class ScoreMode(enum.Enum):
+    """How the `score` stage turns probe answers into per-path soft distributions (trace scorer only).
+
+    Scoring is the costly stage (one teacher-forced engine request per path, sub-question and
+    candidate); the modes trade its cost against the soft signal. See benchmarks/README.md.
+    """
+
+    # Every sub-question with more than one distinct probe answer; its 4 most common answers are
+    # scored under every path (the original TRACE-style soft scoring).
+    FULL = "full"
+    # Only contested sub-questions (hard agreement under `guard.probe.CONTESTED_AGREEMENT`), and per
+    # path only two candidates: the mode against the path's own answer (or the runner-up when the path
+    # answered the mode). Agreed sub-questions keep hard agreement.
+    CONTESTED = "contested"
+    # No scoring: hard agreement only.
+    HARD = "hard"
+
+
 @dataclass(frozen=True)
 class Limits:
     """Hard bounds on request knobs; a request outside them is INVALID_ARGUMENT."""
@@ -44,6 +62,7 @@ class Defaults:
     max_tokens: int = 256
     mode: Mode = Mode.GUARD
     scorer: str = "trace"
+    score_mode: ScoreMode = ScoreMode.CONTESTED
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,9 @@ class GuardParams:
     """Include each path's text in the result."""
     scorer: str = "trace"
     """Name of the consistency scorer (see `guard.scorers.SCORERS`)."""
+    score_mode: ScoreMode = ScoreMode.CONTESTED
+    """How probe answers are scored into soft distributions (`ScoreMode`; its value string is accepted
+    too). CONTESTED by default: about half the scoring requests of FULL, same quality within noise."""
     latency_budget_ms: int | None = None
     """Soft latency target: past it the guard skips or cuts short ARS, probing and scoring (never
     sampling) and says so in the result's notes. None: no budget (the gRPC deadline still applies)."""
@@ -117,6 +139,13 @@ class GuardParams:
             _check_int("latency_budget_ms", self.latency_budget_ms, 1, lim.max_latency_budget_ms)
         if not isinstance(self.mode, Mode):
             raise InvalidArgumentError("mode", f"unknown mode {self.mode!r}")
+        if not isinstance(self.score_mode, ScoreMode):
+            try:
+                object.__setattr__(self, "score_mode", ScoreMode(self.score_mode))
+            except ValueError:
+                raise InvalidArgumentError(
+                    "score_mode", f"unknown score mode {self.score_mode!r}; known: {[m.value for m in ScoreMode]}"
+                ) from None
         if len(self.request_id) > lim.max_request_id_chars:
             raise InvalidArgumentError("request_id", f"is longer than {lim.max_request_id_chars} characters")
         if not self.request_id.isprintable():
@@ -163,7 +192,7 @@ class GuardParams:
     @classmethod
     def build(cls, *, defaults: Defaults, limits: Limits, **fields: Any) -> "GuardParams":
         """Fill unset (None) knobs from `defaults`, then validate against `limits`."""
-        for name in ("num_paths", "temperature", "top_p", "max_tokens", "mode", "scorer"):
+        for name in ("num_paths", "temperature", "top_p", "max_tokens", "mode", "scorer", "score_mode"):
             if fields.get(name) is None:
                 fields[name] = getattr(defaults, name)
         return cls(limits=limits, **fields)

@@ -314,7 +314,7 @@ class GuardPipeline:
             return None
         self.costs.observe("probe", n_probe, (time.perf_counter() - start) * 1e3)
 
-        plan = plan_scoring(self.prompts, probes)
+        plan = plan_scoring(self.prompts, probes, params.score_mode)
         usage["score"] = PhaseUsage()
         soft = None
         fits, remaining, expected = self._fits("score", len(plan.items), budget)

@@ -9,6 +9,7 @@ from typing import Sequence
 from guard.answers import normalize_answer
 from guard.consistency import SoftAnswer
 from guard.engine import Engine, Prompt, SampleSpec, ScoreItem
+from guard.params import ScoreMode
 from guard.prompts import PromptBuilder
 from guard.result import PhaseUsage
 
@@ -83,10 +84,24 @@ class ScorePlan:
     base: list[list[SoftAnswer | None]]
 
 
-def plan_scoring(prompts: PromptBuilder, probes: ProbeOutcome, *, max_candidates: int = 4) -> ScorePlan:
-    """For sub-question k the distinct probe answers (the `max_candidates` most common) are the
-    candidates; each is to be scored under each path's probe prompt. Sub-questions with a single
-    candidate need no scoring."""
+# A sub-question on which at least this share of paths gives the modal answer is not contested: the
+# CONTESTED score mode leaves it to hard agreement. At 0.75 that is 6 of 8 paths (3 of 4).
+CONTESTED_AGREEMENT = 0.75
+# Candidates scored per sub-question in FULL mode.
+FULL_MAX_CANDIDATES = 4
+
+
+def plan_scoring(prompts: PromptBuilder, probes: ProbeOutcome, mode: ScoreMode = ScoreMode.FULL) -> ScorePlan:
+    """Which candidate answers to score under which path's probe prompt.
+
+    FULL: for sub-question k the `FULL_MAX_CANDIDATES` most common distinct probe answers, each under
+    every path. CONTESTED: only sub-questions that most paths do not agree on, and per path only two
+    candidates, the mode against the path's own answer (against the runner-up when the path's own
+    answer is the mode or empty): consistency only reads the mass a path puts on the mode, and
+    weighing the mode against what the path itself answered keeps a path that answered something
+    else from looking half-convinced by the mode. HARD: nothing. Sub-questions with a single
+    candidate never need scoring (all mass on it); unscored ones keep hard agreement.
+    """
     items: list[ScoreItem] = []
     index: list[tuple[int, int, str]] = []
     base: list[list[SoftAnswer | None]] = [[None] * len(row) for row in probes.answers]
@@ -99,10 +114,17 @@ def plan_scoring(prompts: PromptBuilder, probes: ProbeOutcome, *, max_candidates
             (only,) = counts
             base[k] = [{only: 1.0} for _ in row]
             continue
-        candidates = sorted(counts, key=lambda a: -counts[a])[:max_candidates]
-        if len(candidates) < 2:
+        if mode is ScoreMode.HARD or len(counts) < 2:
+            continue
+        ranked = sorted(counts, key=lambda a: -counts[a])
+        if mode is ScoreMode.CONTESTED and counts[ranked[0]] >= CONTESTED_AGREEMENT * len(row):
             continue
         for i, prompt in enumerate(probes.prompts[k]):
+            if mode is ScoreMode.FULL:
+                candidates = ranked[:FULL_MAX_CANDIDATES]
+            else:
+                own = row[i]
+                candidates = [ranked[0], own if own and own != ranked[0] else ranked[1]]
             for cand in candidates:
                 items.append(
                     ScoreItem(prompt, prompts.continuation_prefix + probes.surface[k][cand] + prompts.continuation_suffix)

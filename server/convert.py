@@ -78,6 +78,7 @@ def request_to_params(req: pb.GuardRequest, defaults: Defaults, limits: Limits, 
         request_id=request_id,
         return_paths_text=req.return_paths_text,
         scorer=req.scorer or None,
+        score_mode=req.score_mode or None,
         latency_budget_ms=_opt(req, "latency_budget_ms"),
     )
 

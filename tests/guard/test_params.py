@@ -30,6 +30,7 @@ LIMITS = Limits()
         ({"top_p": 1.5}, "top_p"),
         ({"seed": -1}, "seed"),
         ({"scorer": "nope"}, "scorer"),
+        ({"score_mode": "nope"}, "score_mode"),
         ({"request_id": "x" * 200}, "request_id"),
         ({"request_id": "bad\nid"}, "request_id"),
         ({"system_prompt": "s" * (LIMITS.max_system_prompt_chars + 1)}, "system_prompt"),
@@ -57,6 +58,15 @@ def test_build_fills_unset_knobs_from_defaults():
     assert (p.num_paths, p.temperature, p.top_p, p.max_tokens, p.mode, p.scorer) == (4, 0.3, 0.9, 64, Mode.RAW, "majority")
     p2 = GuardParams.build(defaults=defaults, limits=LIMITS, question="q?", num_paths=16, temperature=0.0)
     assert (p2.num_paths, p2.temperature) == (16, 0.0)
+
+
+def test_score_mode_takes_the_enum_or_its_name_and_defaults_to_contested():
+    from guard.params import ScoreMode
+
+    assert GuardParams(question="q?").score_mode is ScoreMode.CONTESTED
+    assert GuardParams(question="q?", score_mode="hard").score_mode is ScoreMode.HARD
+    p = GuardParams.build(defaults=Defaults(score_mode=ScoreMode.FULL), limits=LIMITS, question="q?", score_mode=None)
+    assert p.score_mode is ScoreMode.FULL
 
 
 def test_limits_are_configurable():

@@ -55,6 +55,22 @@ async def test_silent_failure_is_detected_end_to_end():
     assert [p.first_failure_step for p in result.paths] == [None, None, None, None]  # no mode is well supported
 
 
+@pytest.mark.parametrize("score_mode, scored", [("full", [16]), ("contested", [8]), ("hard", [])])
+async def test_score_mode_sets_what_is_scored_and_the_silent_failure_stays_detected(score_mode, scored):
+    paths = [f" Step {i}.\nAnswer: 12" for i in range(4)]
+    engine = ScriptedEngine(paths=paths, probe=lambda path, sub: path.split()[1].rstrip("."))
+    result = await GuardPipeline(engine).run(
+        GuardParams(question="q?", num_paths=4, sub_questions=("What is the first value?",), score_mode=score_mode)
+    )
+    # Four different sub-answers: full scores all 4 under each of the 4 paths, contested 2 (the mode
+    # against the path's own answer), hard none.
+    assert [n for kind, n in engine.calls if kind == "score"] == scored
+    assert result.decision is Decision.ABSTAIN and result.abstain_reason is AbstainReason.SILENT_FAILURE
+    assert result.confidence < 0.3
+    # The path that gave the modal sub-answer puts (nearly) all its mass on it, the others little.
+    assert result.paths[0].support > 0.9 and all(p.support < 0.1 for p in result.paths[1:])
+
+
 async def test_model_generated_ars_then_cache_hit():
     engine = ScriptedEngine(paths=[GOOD], probe=consistent_probe, ars=ars_json("How many at first?"))
     pipeline = GuardPipeline(engine)

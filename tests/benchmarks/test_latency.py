@@ -1,0 +1,36 @@
+"""Latency benchmark bookkeeping: interleaved arms, per-arm summaries and the printed table."""
+
+from benchmarks.latency import run_arms_interleaved, summarise, table_lines
+
+
+def _out(total_ms, probe_ms=0.0, score_ms=0.0):
+    timings = {"sample": total_ms - probe_ms - score_ms, "total": total_ms}
+    if probe_ms:
+        timings.update(probe=probe_ms, score=score_ms)
+    return {"tokens": 10, "timings": timings, "overhead_ms": 1.0}
+
+
+def test_interleaved_arms_take_turns_per_question():
+    order = []
+
+    def arm(name):
+        def call(q):
+            order.append((q, name))
+            return _out(100.0)
+        return call
+
+    results = run_arms_interleaved([("raw", arm("raw")), ("guard", arm("guard"))], ["q1", "q2"])
+    assert order == [("q1", "raw"), ("q1", "guard"), ("q2", "raw"), ("q2", "guard")]
+    assert set(results) == {"raw", "guard"} and len(results["raw"]["latencies_s"]) == 2
+
+
+def test_summary_shares_and_table():
+    guard = summarise([(1.0, _out(1000.0, 200.0, 100.0)), (2.0, _out(2000.0)), (3.0, _out(3000.0, 600.0, 900.0))], 6.0)
+    # Per request: 30%, 0% (no ARS, nothing probed), 50% -> median 30%.
+    assert guard["probe_score_share_p50"] == 0.3
+    assert guard["p50_s"] == 2.0 and guard["requests_per_s"] == 0.5
+    raw = summarise([(0.5, _out(500.0)), (1.5, _out(1500.0))], 2.0)
+    lines = table_lines({"raw@c1": raw, "guard-trace-contested-n8@c1": guard})
+    row = next(line for line in lines if line.startswith("guard-trace-contested-n8@c1"))
+    assert "2.00" in row and "30.0" in row  # x raw p50 = 2.0 / 1.0
+    assert any(line.strip().startswith("guard-trace-contested-n8@c1") and "probe=" in line for line in lines)
