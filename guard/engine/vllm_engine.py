@@ -508,24 +508,31 @@ class VllmEngine:
         k = len(cont_ids)
         # Read the prefix cache: the probe contexts were just prefilled by the probes, and
         # recomputing them is most of the scoring cost. Cached positions get no prompt logprobs,
-        # but only the continuation's positions are needed; if the cache covered any of them,
-        # score again without reading the cache.
+        # but only the continuation's positions are needed; see _cached_continuation for when the
+        # cache covered some of them.
         out = await self._score_request(llm, engine_prompt, request_id, read_cache=True)
-        # Position of the hidden state that predicts the first continuation token, counted in the
-        # prompt vLLM ran: with images, each placeholder in ctx_ids was expanded to the image's
-        # tokens, so len(ctx_ids) undercounts it and would send every scoring round twice.
-        needed_from = len(out.prompt_token_ids or ()) - k - 1
-        if k and (out.num_cached_tokens or 0) > needed_from:
-            out = await self._score_request(llm, engine_prompt, request_id, read_cache=False)
         prompt_ids = list(out.prompt_token_ids or ())
-        plps = out.prompt_logprobs
         if k == 0:
             return ScoreResult(logprob_sum=0.0, num_tokens=0, prompt_tokens=len(prompt_ids))
+        plps = out.prompt_logprobs
         if plps is None or len(plps) != len(prompt_ids) or prompt_ids[-k:] != cont_ids:
             raise EngineError("vLLM returned prompt logprobs that do not line up with the prompt")
+        # First continuation position, counted in the prompt vLLM ran: with images, each
+        # placeholder in ctx_ids was expanded to the image's tokens.
+        start = len(prompt_ids) - k
+        cached = out.num_cached_tokens or 0
+        values: dict[int, float] = {}
+        if cached >= start:
+            values = await self._cached_continuation(llm, item, prompt_ids, start, cached, request_id)
+            if not values:
+                out = await self._score_request(llm, engine_prompt, request_id, read_cache=False)
+                plps = out.prompt_logprobs
         total = 0.0
-        for pos in range(len(prompt_ids) - k, len(prompt_ids)):
-            entry = plps[pos]
+        for pos in range(start, len(prompt_ids)):
+            if pos in values:
+                total += values[pos]
+                continue
+            entry = plps[pos] if plps is not None and pos < len(plps) else None
             lp = entry.get(prompt_ids[pos]) if entry is not None else None
             if lp is None:
                 raise EngineError(f"vLLM returned no logprob for prompt position {pos}")
@@ -534,6 +541,45 @@ class VllmEngine:
             logprob_sum=total, num_tokens=k, prompt_tokens=len(prompt_ids),
             cached_prompt_tokens=out.num_cached_tokens or 0,
         )
+
+    async def _cached_continuation(
+        self, llm: AsyncLLM, item: ScoreItem, prompt_ids: list[int], start: int, cached: int, request_id: str
+    ) -> dict[int, float]:
+        """Log-probs of continuation positions start..cached that the prefix cache hid.
+
+        A cached block can cover the first continuation tokens (the probe's own answer, or a sibling
+        candidate with the same first token, filled it). Rather than re-prefilling the whole prompt
+        without the cache, run the prompt cut at the cache boundary: vLLM recomputes only its last
+        block, whose prompt log-probs cover start..cached-1, and `logprob_token_ids` gives the
+        log-prob of the token at `cached`. Returns {} when that cannot work (images: the expanded
+        prompt cannot be sent as token ids; or the cut prompt's cache still covers `start`); the
+        caller then scores the whole prompt without the cache.
+        """
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        if item.context.images or cached >= len(prompt_ids):
+            return {}
+        params = SamplingParams(
+            n=1, temperature=0.0, max_tokens=1, prompt_logprobs=0, skip_reading_prefix_cache=False,
+            logprob_token_ids=[prompt_ids[cached]], detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        out = await self._run(llm, {"prompt_token_ids": prompt_ids[:cached]}, params, request_id, "s")
+        if out is None or not out.outputs or out.outputs[0].finish_reason == "abort":
+            raise EngineError(f"scoring for request {request_id} was aborted")
+        if (out.num_cached_tokens or 0) >= start or not out.outputs[0].logprobs:
+            return {}
+        values: dict[int, float] = {}
+        for pos in range(start, cached):
+            entry = out.prompt_logprobs[pos] if out.prompt_logprobs is not None else None
+            lp = entry.get(prompt_ids[pos]) if entry is not None else None
+            if lp is None:
+                return {}
+            values[pos] = _lp_value(lp)
+        lp = out.outputs[0].logprobs[0].get(prompt_ids[cached])
+        if lp is None:
+            return {}
+        values[cached] = _lp_value(lp)
+        return values
 
     async def _score_request(self, llm: AsyncLLM, engine_prompt: dict, request_id: str, *, read_cache: bool):
         from vllm.sampling_params import RequestOutputKind, SamplingParams

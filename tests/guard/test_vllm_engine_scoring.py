@@ -56,3 +56,51 @@ async def test_continuation_positions_count_the_expanded_image_tokens(cached_tok
     # Only the continuation's own positions (the last two of the expanded prompt) are summed.
     assert result.logprob_sum == pytest.approx(-(67 + 68) / 100)
     assert result.cached_prompt_tokens == (cached_tokens if reads == [True] else 0)
+
+
+def fake_text_engine(cached: int, cut_cached: int):
+    """Like vLLM: positions the prefix cache covered (and position 0) have no prompt logprob; the cut
+    prompt's `logprob_token_ids` give the log-prob of the token right after it."""
+    engine = VllmEngine("unused")
+    calls: list[str] = []
+
+    def logprobs(ids, covered):
+        return [None if pos <= covered or pos == 0 else {tok: SimpleNamespace(logprob=-pos / 100)}
+                for pos, tok in enumerate(ids)]
+
+    async def score_request(llm, engine_prompt, request_id, *, read_cache):
+        calls.append("full-cached" if read_cache else "full-uncached")
+        ids = engine_prompt["prompt_token_ids"]
+        c = cached if read_cache else 0
+        return SimpleNamespace(prompt_token_ids=ids, prompt_logprobs=logprobs(ids, c - 1 if c else 0),
+                               num_cached_tokens=c)
+
+    async def run(llm, engine_prompt, params, request_id, kind):
+        calls.append("cut")
+        ids = engine_prompt["prompt_token_ids"]
+        (target,) = params.logprob_token_ids
+        nxt = {target: SimpleNamespace(logprob=-len(ids) / 100)}
+        return SimpleNamespace(prompt_token_ids=ids, prompt_logprobs=logprobs(ids, cut_cached - 1 if cut_cached else 0),
+                               num_cached_tokens=cut_cached,
+                               outputs=[SimpleNamespace(logprobs=[nxt], finish_reason="length")])
+
+    engine._score_request = score_request
+    engine._run = run
+    return engine, calls
+
+
+@pytest.mark.parametrize(
+    "cached, cut_cached, calls",
+    [
+        (32, 0, ["full-cached"]),                   # cache ends before the continuation: one request
+        (41, 32, ["full-cached", "cut"]),           # covers 2 continuation tokens: recompute one block
+        (41, 40, ["full-cached", "cut", "full-uncached"]),  # the cut prompt is cached too far: full re-score
+    ],
+)
+async def test_text_scoring_recovers_cached_continuation_positions_cheaply(cached, cut_cached, calls):
+    engine, seen = fake_text_engine(cached, cut_cached)
+    ctx_ids, cont_ids = list(range(1, 40)), [201, 202, 203, 204]  # continuation at positions 39..42
+    result = await engine._score_one(None, ScoreItem(Prompt("ctx"), "abcd"), ctx_ids, cont_ids, "r")
+    assert seen == calls
+    assert result.num_tokens == 4
+    assert result.logprob_sum == pytest.approx(-(39 + 40 + 41 + 42) / 100)
