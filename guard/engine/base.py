@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -34,6 +35,15 @@ class SampleSpec:
     # When set, output is constrained to this JSON schema (vLLM structured outputs).
     json_schema: dict | None = None
 
+    def decode_once(self) -> tuple["SampleSpec", int]:
+        """The spec to send and how many copies of each completion to make from it.
+
+        Greedy decoding gives n identical completions, and vLLM refuses n > 1 with it: decode
+        once and repeat (see `repeat_completions`)."""
+        if self.temperature == 0 and self.n > 1:
+            return dataclasses.replace(self, n=1), self.n
+        return self, 1
+
 
 @dataclass
 class Completion:
@@ -46,6 +56,13 @@ class Completion:
     token_logprobs: list[float] = field(default_factory=list)
     # Per position: log-probabilities of the top-k alternatives (DeepConf token confidence).
     top_logprobs: list[list[float]] = field(default_factory=list)
+
+
+def repeat_completions(completions: list["Completion"], copies: int) -> list["Completion"]:
+    """Each completion `copies` times, as independent objects (the other half of `decode_once`)."""
+    if copies == 1:
+        return completions
+    return [dataclasses.replace(c) for c in completions for _ in range(copies)]
 
 
 @dataclass

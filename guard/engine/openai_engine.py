@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import io
 import json
 import logging
@@ -37,6 +36,7 @@ from guard.engine.base import (
     SampleSpec,
     ScoreItem,
     ScoreResult,
+    repeat_completions,
 )
 from guard.engine.aio import gather_all
 from guard.engine.chat import render_chat
@@ -288,10 +288,7 @@ class OpenAIEngine:
             return []
         if any(p.images for p in prompts):
             return await gather_all([self._generate_chat(p, spec, request_id) for p in prompts])
-        copies = 1
-        if spec.temperature == 0 and spec.n > 1:
-            # Greedy decoding gives n identical completions and vLLM refuses n > 1 with it.
-            copies, spec = spec.n, dataclasses.replace(spec, n=1)
+        spec, copies = spec.decode_once()
         body = self._completion_body(spec)
         body["prompt"] = [p.text for p in prompts]
         out = await self._call(request_id, "/completions", body)
@@ -301,9 +298,9 @@ class OpenAIEngine:
         prompt_tokens, cached = self._usage(out)
         results = []
         for i in range(len(prompts)):
-            completions = [self._completion(c, spec) for c in choices[i * spec.n:(i + 1) * spec.n]]
-            if copies > 1:
-                completions = [dataclasses.replace(c) for c in completions for _ in range(copies)]
+            completions = repeat_completions(
+                [self._completion(c, spec) for c in choices[i * spec.n:(i + 1) * spec.n]], copies
+            )
             # Usage is reported for the whole call; spread it evenly over the prompts.
             results.append(
                 GenerationResult(completions, prompt_tokens // len(prompts), cached // len(prompts))
@@ -312,9 +309,7 @@ class OpenAIEngine:
 
     async def _generate_chat(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
         """One prompt with images, through the chat endpoint (see the module docstring)."""
-        copies = 1
-        if spec.temperature == 0 and spec.n > 1:
-            copies, spec = spec.n, dataclasses.replace(spec, n=1)
+        spec, copies = spec.decode_once()
         body = self._completion_body(spec)
         body.update(await self._chat_fields(prompt, prompt.text))
         if spec.logprobs is not None:
@@ -325,9 +320,7 @@ class OpenAIEngine:
         choices = sorted(out.get("choices") or [], key=lambda c: c["index"])
         if len(choices) != spec.n:
             raise EngineError(f"upstream returned {len(choices)} choices for n={spec.n}")
-        completions = [self._chat_completion(c, spec) for c in choices]
-        if copies > 1:
-            completions = [dataclasses.replace(c) for c in completions for _ in range(copies)]
+        completions = repeat_completions([self._chat_completion(c, spec) for c in choices], copies)
         return GenerationResult(completions, *self._usage(out))
 
     async def _chat_fields(self, prompt: Prompt, text: str) -> dict[str, Any]:

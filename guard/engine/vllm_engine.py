@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import logging
 import math
@@ -20,6 +19,7 @@ from guard.engine.base import (
     SampleSpec,
     ScoreItem,
     ScoreResult,
+    repeat_completions,
 )
 from guard.engine.aio import gather_all
 from guard.engine.chat import render_chat
@@ -364,11 +364,7 @@ class VllmEngine:
 
     async def generate(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
         llm = self._engine()
-        copies = 1
-        if spec.temperature == 0 and spec.n > 1:
-            # Greedy decoding gives n identical completions, and vLLM refuses n > 1 with it: decode
-            # once and repeat.
-            copies, spec = spec.n, dataclasses.replace(spec, n=1)
+        spec, copies = spec.decode_once()
         params = self._sampling_params(spec)
         engine_prompt = self._text_prompt(prompt)
         out = await self._run(llm, engine_prompt, params, request_id, "g")
@@ -377,8 +373,7 @@ class VllmEngine:
                 completions=[Completion("", 0, "abort") for _ in range(spec.n * copies)], prompt_tokens=0
             )
         result = self._to_generation_result(out, spec)
-        if copies > 1:
-            result.completions = [dataclasses.replace(c) for c in result.completions for _ in range(copies)]
+        result.completions = repeat_completions(result.completions, copies)
         return result
 
     async def generate_many(
