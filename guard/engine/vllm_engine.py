@@ -103,6 +103,13 @@ def _lp_value(lp: Any) -> float:
     return float(lp.logprob if hasattr(lp, "logprob") else lp)
 
 
+def _prompt_logprob(prompt_logprobs: Any, pos: int, token: int) -> float | None:
+    """Log-prob of `token` at prompt position `pos`; None where vLLM computed none (cached positions)."""
+    entry = prompt_logprobs[pos] if prompt_logprobs is not None and pos < len(prompt_logprobs) else None
+    lp = entry.get(token) if entry is not None else None
+    return None if lp is None else _lp_value(lp)
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -527,11 +534,10 @@ class VllmEngine:
             if pos in values:
                 total += values[pos]
                 continue
-            entry = plps[pos] if plps is not None and pos < len(plps) else None
-            lp = entry.get(prompt_ids[pos]) if entry is not None else None
+            lp = _prompt_logprob(plps, pos, prompt_ids[pos])
             if lp is None:
                 raise EngineError(f"vLLM returned no logprob for prompt position {pos}")
-            total += _lp_value(lp)
+            total += lp
         return ScoreResult(
             logprob_sum=total, num_tokens=k, prompt_tokens=len(prompt_ids),
             cached_prompt_tokens=out.num_cached_tokens or 0,
@@ -565,11 +571,10 @@ class VllmEngine:
             return {}
         values: dict[int, float] = {}
         for pos in range(start, cached):
-            entry = out.prompt_logprobs[pos] if out.prompt_logprobs is not None else None
-            lp = entry.get(prompt_ids[pos]) if entry is not None else None
+            lp = _prompt_logprob(out.prompt_logprobs, pos, prompt_ids[pos])
             if lp is None:
                 return {}
-            values[pos] = _lp_value(lp)
+            values[pos] = lp
         lp = out.outputs[0].logprobs[0].get(prompt_ids[cached])
         if lp is None:
             return {}
