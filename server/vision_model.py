@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from server.model_store import MANIFEST_NAME, _sha256, _weight_files, ensure_default_model, models_dir
+from server.model_store import MANIFEST_NAME, ensure_default_model, models_dir, publish_model
 
 logger = logging.getLogger(__name__)
 
@@ -205,17 +205,11 @@ def ensure_vision_model(target: Path | None = None, *, text_model: Path | None =
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         staged = Path(tmp) / "model"
         _build(Path(text_dir), staged)
-        manifest = {
+        publish_model(staged, target, {
             "recipe": _recipe(),
             "text_model": Path(text_dir).name,
             "note": "plumbing model: random vision tower, answers about images are meaningless",
-            "files": {p.name: _sha256(p) for p in _weight_files(staged)},
-        }
-        (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        # Rename is atomic: a crash mid-build never leaves a half-written model behind.
-        staged.rename(target)
+        })
     logger.info("vision model ready at %s", target)
     return target
 
