@@ -110,8 +110,9 @@ class DecisionLog:
 def log_files(path: str | os.PathLike) -> list[Path]:
     """The log and its rotated files, oldest first."""
     path = Path(path)
-    rotated = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
-    return [p for p in rotated if p.suffix[1:].isdigit()] + ([path] if path.exists() else [])
+    rotated = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
+    rotated.sort(key=lambda p: int(p.suffix[1:]), reverse=True)  # PATH.N is the oldest
+    return rotated + ([path] if path.exists() else [])
 
 
 def outcome_record(result: GuardResult) -> dict[str, Any]:

@@ -101,9 +101,8 @@ class GuardMetrics:
     def count_decision_log(self, accepted: bool) -> None:
         (self.decision_log_records if accepted else self.decision_log_dropped).inc()
 
-    def record(self, result: GuardResult, duration_seconds: float, arm: str = "") -> None:
+    def record(self, result: GuardResult, duration_seconds: float, arm: str) -> None:
         decision = result.decision.value
-        arm = arm or ("guard" if result.mode.value == "guard" else "raw")
         self.request_duration.labels(result.mode.value, decision, arm).observe(duration_seconds)
         for stage, ms in result.timings_ms.items():
             if stage != "total":
