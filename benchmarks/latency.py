@@ -31,15 +31,19 @@ def guard_call(stub, request_kwargs):
     def call(q):
         resp = stub.Guard(pb.GuardRequest(question=q, **request_kwargs), timeout=600)
         timings = {t.stage: t.duration_ms for t in resp.timings}
+        probe = next((u for u in resp.usage if u.phase == "probe"), None)
         return {"tokens": sum(u.generated_tokens for u in resp.usage), "timings": timings,
-                "overhead_ms": max(0.0, timings.get("total", 0.0) - resp.engine_wait_ms)}
+                "overhead_ms": max(0.0, timings.get("total", 0.0) - resp.engine_wait_ms),
+                "probes": len(resp.sub_questions) * len(resp.paths) if probe is not None else 0,
+                "probes_truncated": probe.truncated_completions if probe is not None else 0}
     return call
 
 
 def peer_call(peer, approach: str, n: int, max_tokens: int):
     def call(q):
         resp = peer.ask(approach, q, n, max_tokens)
-        return {"tokens": (resp.get("usage") or {}).get("completion_tokens", 0), "timings": {}, "overhead_ms": None}
+        return {"tokens": (resp.get("usage") or {}).get("completion_tokens", 0), "timings": {}, "overhead_ms": None,
+                "probes": 0, "probes_truncated": 0}
     return call
 
 
@@ -87,6 +91,9 @@ def summarise(results: list, wall_s: float) -> dict:
             [(out["timings"].get("probe", 0.0) + out["timings"].get("score", 0.0)) / out["timings"]["total"]
              for _, out in results if out["timings"].get("total")], 0.5),
         "overhead_p50_ms": percentile(overhead, 0.5),
+        # Share of sub-question probes cut at the probe token limit (left unanswered).
+        "probes_truncated_share": (sum(out["probes_truncated"] for _, out in results)
+                                   / max(1, sum(out["probes"] for _, out in results))),
     }
 
 
@@ -95,7 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--address", help="use a running sidecar instead of starting one")
     p.add_argument("--model")
     p.add_argument("--data", default="svamp")
-    p.add_argument("--num-requests", type=int, default=8)
+    p.add_argument("--num-requests", type=int, default=8,
+                   help="questions per arm and level (at least the level's concurrency)")
     p.add_argument("--paths", type=int, action="append", help="N values for guard arms (default 8)")
     p.add_argument("--scorer", action="append", help="scorers for guard arms (default: all)")
     p.add_argument("--score-mode", action="append", choices=[m.value for m in ScoreMode],
@@ -112,7 +120,8 @@ def main(argv=None) -> int:
     scorers = args.scorer or ["majority", "deepconf", "trace"]
     levels = args.concurrency or [1]
     args.out.mkdir(parents=True, exist_ok=True)
-    questions = [pr.question for pr in datasets.load(args.data, limit=args.num_requests)]
+    # Every level sends at least one full wave: concurrency 16 with 8 questions would measure 8.
+    questions = [pr.question for pr in datasets.load(args.data, limit=max([args.num_requests, *levels]))]
     sidecar = None
     address = args.address
     if not address:
@@ -146,8 +155,8 @@ def main(argv=None) -> int:
                 run_arm(peer_call(peer, approaches[0], 1, args.max_tokens), questions[:2], 1)  # warm-up
                 arms += [(f"optillm-{a}-n{n}", peer_call(peer, a, n, args.max_tokens)) for n in paths for a in approaches]
             for c in levels:
-                level = run_arms_interleaved(arms, questions) if c == 1 else {
-                    name: run_arm(call, questions, c) for name, call in arms}
+                qs = questions[:max(args.num_requests, c)]
+                level = run_arms_interleaved(arms, qs) if c == 1 else {name: run_arm(call, qs, c) for name, call in arms}
                 for name, r in level.items():
                     results[f"{name}@c{c}"] = r
                     print(f"{name:<22} c={c:<3} p50={r['p50_s']:.2f}s p95={r['p95_s']:.2f}s "
@@ -185,8 +194,9 @@ def table_lines(results: dict) -> list[str]:
     for key, r in results.items():
         st = r["stage_p50_ms"]
         if key.startswith("guard-"):
-            lines.append(f"  {key:<30}" + "  ".join(f"{s}={st[s]:.0f}" for s in
-                                                     ("sample", "ars", "probe", "score", "total") if s in st))
+            stages = "  ".join(f"{s}={st[s]:.0f}" for s in ("sample", "ars", "probe", "score", "total") if s in st)
+            cut = f"  probes cut at limit {r['probes_truncated_share']:.0%}" if "probe" in st else ""
+            lines.append(f"  {key:<30}{stages}{cut}")
     return lines
 
 

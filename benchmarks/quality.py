@@ -22,7 +22,8 @@ from pathlib import Path
 from benchmarks import datasets
 from guard import replay as records
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
-from guard.params import Defaults, GuardParams, ImageInput, Limits, _canonical
+from guard.params import Defaults, GuardParams, ImageInput, Limits, ScoreMode, _canonical
+from guard.pipeline import GuardConfig
 from guard.policy import Policy
 
 SCORER_NAMES = ("majority", "deepconf", "trace")
@@ -40,7 +41,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
     from guard.engine.vllm_engine import VllmEngine
-    from guard.pipeline import GuardConfig, GuardPipeline
+    from guard.pipeline import GuardPipeline
     from guard.prompts import PromptStyle
 
     try:
@@ -53,7 +54,7 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
     out: dict[str, dict[str, records.Record]] = {}
     for name, ars in specs:
         problems = datasets.load(name, Path(args.data_dir), args.limit)
-        cache_path = args.out / f"records-{Path(name).stem}-{ars}-{args.prompt_style}.jsonl"
+        cache_path = args.out / records_file_name(name, ars, args)
         cached = records.load(cache_path)
         todo = [p for p in problems if p.id not in cached]
         if todo and engine is None:
@@ -68,6 +69,7 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                 defaults=Defaults(num_paths=args.num_paths, max_tokens=args.max_tokens),
                 limits=Limits(max_sub_questions=8),
                 prompt_style=PromptStyle(args.prompt_style),
+                probe_max_tokens=args.probe_max_tokens,
             )
             pipeline = GuardPipeline(engine, config)
         bar = tqdm(total=len(todo), desc=f"{name}:{ars}", unit="q") if tqdm and todo else None
@@ -81,7 +83,8 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                     question=problem.question, sub_questions=subs, num_paths=args.num_paths,
                     images=tuple(ImageInput(data, mime_type) for data, mime_type in problem.images),
                     temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
-                    scorer="trace" if ars != "none" else "majority", request_id=problem.id,
+                    scorer="trace" if ars != "none" else "majority", score_mode=args.score_mode,
+                    request_id=problem.id,
                 )
                 async with sem:
                     result = await pipeline.run(params)
@@ -104,6 +107,16 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
     if engine is not None:
         await engine.shutdown()
     return out
+
+
+def records_file_name(name: str, ars: str, args) -> str:
+    """Cache of one dataset's records; settings that change the samples or scores are in the name."""
+    parts = [Path(name).stem, ars, args.prompt_style]
+    if args.score_mode != Defaults.score_mode.value:
+        parts.append(f"score-{args.score_mode}")
+    if args.probe_max_tokens != GuardConfig.probe_max_tokens:
+        parts.append(f"probe{args.probe_max_tokens}")
+    return "records-" + "-".join(parts) + ".jsonl"
 
 
 def gold_ars(problem: datasets.Problem, max_k: int = 8) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -221,7 +234,7 @@ def plot_risk_coverage(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", required=True,
                    help="DATASET[:ARS] with ARS gold|model|none, e.g. gsm8k:gold, svamp:model, visual:gold "
@@ -234,11 +247,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot")
+    p.add_argument("--score-mode", choices=[m.value for m in ScoreMode], default=Defaults.score_mode.value,
+                   help="how the trace scorer scores probe answers (full, contested, hard)")
+    p.add_argument("--probe-max-tokens", type=int, default=GuardConfig.probe_max_tokens)
     p.add_argument("--model")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--policy", help="policy file to evaluate (default: the built-in policy)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [parse_spec(s) for s in args.data]

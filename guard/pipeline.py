@@ -70,6 +70,10 @@ class _Clock:
             self.engine_wait_ms += (time.perf_counter() - start) * 1e3
 
 
+def _truncated(result: GenerationResult) -> int:
+    return sum(1 for c in result.completions if c.finish_reason == "length")
+
+
 def _mean_logprob(token_logprobs: list[float]) -> float:
     return sum(token_logprobs) / len(token_logprobs) if token_logprobs else 0.0
 
@@ -169,7 +173,8 @@ class GuardPipeline:
             scorer="",
             vote_share=1.0 if path.answer else 0.0,
             paths=paths,
-            usage={"sample": PhaseUsage(sampled.prompt_tokens, sampled.generated_tokens, sampled.cached_prompt_tokens)},
+            usage={"sample": PhaseUsage(sampled.prompt_tokens, sampled.generated_tokens, sampled.cached_prompt_tokens,
+                                        _truncated(sampled))},
         )
 
     async def _obtain_ars(self, params: GuardParams, images: list[object], usage: PhaseUsage) -> ArsOutcome:
@@ -205,7 +210,8 @@ class GuardPipeline:
         try:
             with clock.stage("sample"):
                 sampled = await clock.engine(sample_task)
-            usage["sample"].add(sampled.prompt_tokens, sampled.generated_tokens, sampled.cached_prompt_tokens)
+            usage["sample"].add(sampled.prompt_tokens, sampled.generated_tokens, sampled.cached_prompt_tokens,
+                                _truncated(sampled))
             with clock.stage("extract"):
                 paths = await asyncio.to_thread(self._paths, params, sampled)
             ars_outcome = None

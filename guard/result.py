@@ -72,11 +72,14 @@ class PhaseUsage:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     cached_prompt_tokens: int = 0
+    # Completions cut at their token limit (paths: no answer read; probes: value unreadable).
+    truncated: int = 0
 
-    def add(self, prompt_tokens: int, generated_tokens: int, cached_prompt_tokens: int = 0) -> None:
+    def add(self, prompt_tokens: int, generated_tokens: int, cached_prompt_tokens: int = 0, truncated: int = 0) -> None:
         self.prompt_tokens += prompt_tokens
         self.generated_tokens += generated_tokens
         self.cached_prompt_tokens += cached_prompt_tokens
+        self.truncated += truncated
 
 
 @dataclass

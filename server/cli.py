@@ -9,19 +9,43 @@ import mimetypes
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guard.pipeline import GuardConfig
 
 DEFAULT_ADDRESS = os.environ.get("TRACE_GUARD_ADDRESS", "127.0.0.1:50051")
+
+
+def guard_config(args: argparse.Namespace) -> GuardConfig:
+    """The pipeline settings `trace-guard serve` was given."""
+    from guard.params import Defaults, Limits, Mode, ScoreMode
+    from guard.pipeline import GuardConfig
+    from guard.policy import Policy
+    from guard.prompts import PromptStyle
+
+    if args.probe_max_tokens is not None and args.probe_max_tokens < 1:
+        raise SystemExit("error: --probe-max-tokens must be at least 1")
+    return GuardConfig(
+        defaults=Defaults(
+            num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
+            max_tokens=args.max_tokens, mode=Mode(args.mode), scorer=args.scorer,
+            score_mode=ScoreMode(args.score_mode),
+        ),
+        limits=Limits(max_num_paths=args.max_num_paths),
+        policy=Policy.load(args.policy) if args.policy else Policy(),
+        prompt_style=PromptStyle(args.prompt_style),
+        probe_max_tokens=args.probe_max_tokens or GuardConfig.probe_max_tokens,
+        log_request_text=args.log_request_text,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from guard.params import Defaults, Limits, Mode
-    from guard.pipeline import GuardConfig
-    from guard.policy import Policy
-    from guard.prompts import PromptStyle
     from server.app import GuardServer, ServerOptions
 
+    config = guard_config(args)
     if args.upstream:
         from guard.engine.openai_engine import OpenAIEngine
 
@@ -42,16 +66,6 @@ def _serve(args: argparse.Namespace) -> int:
             model, max_model_len=args.max_model_len, enforce_eager=not args.no_enforce_eager,
             block_size=args.block_size, dtype=args.dtype,
         )
-    config = GuardConfig(
-        defaults=Defaults(
-            num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
-            max_tokens=args.max_tokens, mode=Mode(args.mode), scorer=args.scorer,
-        ),
-        limits=Limits(max_num_paths=args.max_num_paths),
-        policy=Policy.load(args.policy) if args.policy else Policy(),
-        prompt_style=PromptStyle(args.prompt_style),
-        log_request_text=args.log_request_text,
-    )
     from server.auth import load_token
 
     options = ServerOptions(
@@ -119,6 +133,7 @@ def _ask(args: argparse.Namespace) -> int:
         mode=pb.MODE_RAW if args.raw else pb.MODE_UNSPECIFIED,
         return_paths_text=args.show_paths,
         scorer=args.scorer or "",
+        score_mode=args.score_mode or "",
         system_prompt=args.system_prompt or "",
         arm=pb.Arm.Value(f"ARM_{args.arm.upper()}") if args.arm else pb.ARM_UNSPECIFIED,
         ab_key=args.ab_key or "",
@@ -292,6 +307,8 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from guard.params import Defaults, ScoreMode
+
     parser = argparse.ArgumentParser(prog="trace-guard", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("TRACE_GUARD_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -328,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int, default=256)
     s.add_argument("--mode", choices=["guard", "raw"], default="guard")
     s.add_argument("--scorer", choices=["majority", "deepconf", "trace"], default="trace")
+    s.add_argument("--score-mode", choices=[m.value for m in ScoreMode], default=Defaults.score_mode.value,
+                   help="trace scorer: teacher-force every candidate (full), only contested sub-questions "
+                   "(contested), or none (hard agreement only)")
+    s.add_argument("--probe-max-tokens", type=int,
+                   help="token limit of one sub-question probe; a probe cut at it counts as unanswered")
     s.add_argument("--policy", help="policy JSON file (from `trace-guard calibrate`)")
     s.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot",
                    help="fewshot completion prompt (best for small models) or the model's chat template")
@@ -366,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int)
     a.add_argument("--budget-ms", type=int, help="latency budget: skip or cut short probing/scoring past it")
     a.add_argument("--scorer", choices=["majority", "deepconf", "trace"])
+    a.add_argument("--score-mode", choices=[m.value for m in ScoreMode], help="trace scoring: full, contested, hard")
     a.add_argument("--system-prompt")
     a.add_argument("--raw", action="store_true", help="one unguarded sample (the A/B baseline)")
     a.add_argument("--arm", choices=["guard", "raw", "shadow"], help="force the A/B arm")

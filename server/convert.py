@@ -140,6 +140,7 @@ def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | 
                 prompt_tokens=usage.prompt_tokens,
                 generated_tokens=usage.generated_tokens,
                 cached_prompt_tokens=usage.cached_prompt_tokens,
+                truncated_completions=usage.truncated,
             )
         )
     for stage, ms in result.timings_ms.items():

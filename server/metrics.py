@@ -49,6 +49,11 @@ class GuardMetrics:
             "trace_guard_tokens_total", "Tokens by pipeline phase and kind (prompt, generated, cached).",
             ["phase", "kind"], registry=r,
         )
+        self.truncated = Counter(
+            "trace_guard_truncated_completions_total",
+            "Completions cut at their token limit, by phase (sample: no answer read; probe: value unreadable).",
+            ["phase"], registry=r,
+        )
         self.in_flight = Gauge("trace_guard_requests_in_flight", "Guard calls being processed.", registry=r)
         self.queued = Gauge("trace_guard_requests_queued", "Guard calls waiting for a slot.", registry=r)
         self.errors = Counter(
@@ -125,6 +130,8 @@ class GuardMetrics:
             self.tokens.labels(phase, "prompt").inc(usage.prompt_tokens)
             self.tokens.labels(phase, "generated").inc(usage.generated_tokens)
             self.tokens.labels(phase, "cached").inc(usage.cached_prompt_tokens)
+            if usage.truncated:
+                self.truncated.labels(phase).inc(usage.truncated)
 
 
 class _UpstreamCollector:

@@ -83,6 +83,7 @@ class GuardServicer(guard_pb2_grpc.GuardServiceServicer):
                 mode=MODE_TO_PB[d.mode],
                 scorer=d.scorer,
                 threshold=config.policy.threshold_for(d.scorer),
+                score_mode=d.score_mode.value,
             ),
             limits=pb.Limits(
                 max_num_paths=lim.max_num_paths,

@@ -38,6 +38,8 @@ class ScriptedEngine:
     gate: asyncio.Event | None = None
     # Per-kind delays, on top of delay_seconds.
     kind_delay: dict[str, float] = field(default_factory=dict)
+    # Cut outputs longer than spec.max_tokens (one word = one token) and finish them with "length".
+    honor_max_tokens: bool = False
     started: bool = True
     dead: bool = False
     restarts: int = 0
@@ -89,17 +91,21 @@ class ScriptedEngine:
             outputs = [self.paths[i % len(self.paths)] for i in range(spec.n)]
         await self._wait(kind)
         self.calls.append((kind, spec.n))
-        completions = [
-            Completion(
-                text=o,
-                num_tokens=len(o.split()),
-                finish_reason="stop",
-                token_logprobs=[-0.1] * len(o.split()),
-                top_logprobs=[[-0.1, -3.0] for _ in o.split()] if spec.logprobs else [],
-            )
-            for o in outputs
-        ]
+        completions = [self._completion(o, spec) for o in outputs]
         return GenerationResult(completions, prompt_tokens=len(text.split()))
+
+    def _completion(self, text: str, spec: SampleSpec) -> Completion:
+        words, finish = text.split(), "stop"
+        if self.honor_max_tokens and len(words) > spec.max_tokens:
+            words, finish = words[: spec.max_tokens], "length"
+            text = " " + " ".join(words)
+        return Completion(
+            text=text,
+            num_tokens=len(words),
+            finish_reason=finish,
+            token_logprobs=[-0.1] * len(words),
+            top_logprobs=[[-0.1, -3.0] for _ in words] if spec.logprobs else [],
+        )
 
     async def generate_many(self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str):
         return list(await asyncio.gather(*(self.generate(p, spec, request_id) for p in prompts)))

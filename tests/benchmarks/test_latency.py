@@ -3,11 +3,11 @@
 from benchmarks.latency import run_arms_interleaved, summarise, table_lines
 
 
-def _out(total_ms, probe_ms=0.0, score_ms=0.0):
+def _out(total_ms, probe_ms=0.0, score_ms=0.0, probes=0, cut=0):
     timings = {"sample": total_ms - probe_ms - score_ms, "total": total_ms}
     if probe_ms:
         timings.update(probe=probe_ms, score=score_ms)
-    return {"tokens": 10, "timings": timings, "overhead_ms": 1.0}
+    return {"tokens": 10, "timings": timings, "overhead_ms": 1.0, "probes": probes, "probes_truncated": cut}
 
 
 def test_interleaved_arms_take_turns_per_question():
@@ -25,7 +25,9 @@ def test_interleaved_arms_take_turns_per_question():
 
 
 def test_summary_shares_and_table():
-    guard = summarise([(1.0, _out(1000.0, 200.0, 100.0)), (2.0, _out(2000.0)), (3.0, _out(3000.0, 600.0, 900.0))], 6.0)
+    guard = summarise([(1.0, _out(1000.0, 200.0, 100.0, probes=16, cut=4)), (2.0, _out(2000.0)),
+                       (3.0, _out(3000.0, 600.0, 900.0, probes=8, cut=2))], 6.0)
+    assert guard["probes_truncated_share"] == 0.25
     # Per request: 30%, 0% (no ARS, nothing probed), 50% -> median 30%.
     assert guard["probe_score_share_p50"] == 0.3
     assert guard["p50_s"] == 2.0 and guard["requests_per_s"] == 0.5
@@ -33,4 +35,5 @@ def test_summary_shares_and_table():
     lines = table_lines({"raw@c1": raw, "guard-trace-contested-n8@c1": guard})
     row = next(line for line in lines if line.startswith("guard-trace-contested-n8@c1"))
     assert "2.00" in row and "30.0" in row  # x raw p50 = 2.0 / 1.0
-    assert any(line.strip().startswith("guard-trace-contested-n8@c1") and "probe=" in line for line in lines)
+    assert any(line.strip().startswith("guard-trace-contested-n8@c1") and "probe=" in line
+               and "probes cut at limit 25%" in line for line in lines)

@@ -1,6 +1,5 @@
 """Synthetic visual problems: deterministic, valid images, answers re-derived from the pixels and the text."""
 
-import argparse
 import io
 import json
 import math
@@ -310,19 +309,12 @@ async def test_quality_sends_each_problem_image_with_its_gold_sub_questions(tmp_
     monkeypatch.setattr(
         vllm_engine, "VllmEngine", lambda *a, **kw: engines.append(_ImageRecordingEngine()) or engines[-1]
     )
-    args = argparse.Namespace(
-        data_dir=str(tmp_path),
-        limit=4,
-        out=tmp_path,
-        prompt_style="fewshot",
-        model="scripted",
-        max_model_len=2048,
-        num_paths=2,
-        max_tokens=16,
-        temperature=0.7,
-        seed=0,
-        concurrency=2,
-    )
+    from benchmarks.quality import build_parser
+
+    args = build_parser().parse_args([
+        "--data", "visual:gold", "--data-dir", str(tmp_path), "--limit", "4", "--out", str(tmp_path),
+        "--model", "scripted", "--num-paths", "2", "--max-tokens", "16", "--seed", "0", "--concurrency", "2",
+    ])
     out = await quality.sample_all(args, [("visual", "gold")])
     recs = out["visual:gold"]
     assert sorted(recs) == [f"visual-s0-{i:04d}" for i in range(4)]

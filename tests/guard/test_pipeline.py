@@ -169,3 +169,26 @@ async def test_truncated_paths_have_no_answer():
     result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=2, scorer="majority"))
     assert result.paths[0].answer is None
     assert result.paths[1].answer is not None and result.paths[1].answer.normalized == "8"
+
+
+async def test_completions_cut_at_their_token_limit_are_counted_and_never_read():
+    # Probes that write out the calculation run past a 6-token probe limit: the cut "3 + 4 = 7 +" would
+    # be read as 7, so it must count as unanswered. One of the paths is cut too.
+    paths = [" 287 + 76 = 443.\nAnswer: 443"] * 3 + [" " + "step " * 40 + "Answer: 443"]
+    engine = ScriptedEngine(paths=paths, probe=lambda path, sub: "3 + 4 = 7 + 436 = 443",
+                            honor_max_tokens=True)
+    pipeline = GuardPipeline(engine, GuardConfig(probe_max_tokens=6))
+    result = await pipeline.run(GuardParams(question="q?", num_paths=4, max_tokens=20,
+                                            sub_questions=("What is the total?",)))
+    assert result.usage["sample"].truncated == 1
+    assert [p.answer is None for p in result.paths] == [False, False, False, True]
+    assert result.usage["probe"].truncated == 4
+    assert result.sub_questions[0].path_answers == ["", "", "", ""]
+    assert result.sub_questions[0].modal_answer == ""
+
+    # With room for the whole line the same probes are read.
+    pipeline = GuardPipeline(engine, GuardConfig(probe_max_tokens=12))
+    result = await pipeline.run(GuardParams(question="q?", num_paths=4, max_tokens=20,
+                                            sub_questions=("What is the total?",)))
+    assert result.usage["probe"].truncated == 0
+    assert result.sub_questions[0].modal_answer == "443"

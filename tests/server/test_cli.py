@@ -6,7 +6,7 @@ from guard import replay
 from guard.params import GuardParams
 from guard.pipeline import GuardPipeline
 from guard.policy import Policy
-from server.cli import format_response, main
+from server.cli import build_parser, format_response, guard_config, main
 from server.convert import result_to_response
 from tests.scripted_engine import ScriptedEngine
 
@@ -47,3 +47,25 @@ async def test_format_response_shows_decision_ars_and_ffs():
     assert "region=" in text and "timings (ms):" in text
     # Path 2 answered 11 against a 2/3 mode: its FFS is 1.
     assert any(line.split()[:2] == ["2", "11"] and line.split()[4] == "1" for line in text.splitlines())
+
+
+async def test_serve_flags_set_the_defaults_that_get_info_reports():
+    import pytest
+
+    from server.pb import guard_pb2 as pb
+    from server.pb import guard_pb2_grpc
+    from tests.server.conftest import start_server, stop_server
+
+    args = build_parser().parse_args(["serve", "--score-mode", "hard", "--probe-max-tokens", "20", "--num-paths", "5"])
+    config = guard_config(args)
+    assert config.probe_max_tokens == 20
+    handle = await start_server(ScriptedEngine(), config)
+    try:
+        info = await guard_pb2_grpc.GuardServiceStub(handle.channel).GetInfo(pb.GetInfoRequest())
+        assert info.defaults.score_mode == "hard" and info.defaults.num_paths == 5
+    finally:
+        await stop_server(handle)
+    default = guard_config(build_parser().parse_args(["serve"]))
+    assert default.defaults.score_mode.value == "contested" and default.probe_max_tokens == 12
+    with pytest.raises(SystemExit):
+        guard_config(build_parser().parse_args(["serve", "--probe-max-tokens", "0"]))

@@ -233,3 +233,23 @@ async def test_metrics_endpoint_moves(scripted_server):
     assert 'trace_guard_ars_source_total{source="model"} 1.0' in text
     assert "trace_guard_requests_in_flight 0.0" in text
     assert "trace_guard_engine_ready 1.0" in text
+
+
+async def test_truncated_completions_are_reported_and_counted():
+    # Paths of 40 words at max_tokens 10 and probes longer than the probe limit: both are cut.
+    from guard.pipeline import GuardConfig
+
+    engine = ScriptedEngine(paths=[" " + "step " * 40 + "Answer: 7"], probe=lambda p, s: "3 + 4 = 7 " * 5,
+                            honor_max_tokens=True)
+    handle = await start_server(engine, GuardConfig(probe_max_tokens=6))
+    try:
+        resp = await stub(handle).Guard(pb.GuardRequest(question="q?", num_paths=3, max_tokens=10,
+                                                        sub_questions=["s?"]))
+        usage = {u.phase: u for u in resp.usage}
+        assert usage["sample"].truncated_completions == 3 and usage["probe"].truncated_completions == 3
+        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        assert 'trace_guard_truncated_completions_total{phase="sample"} 3.0' in text
+        assert 'trace_guard_truncated_completions_total{phase="probe"} 3.0' in text
+    finally:
+        await stop_server(handle)
