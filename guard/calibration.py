@@ -94,3 +94,38 @@ def risk_and_coverage(confidences: Sequence[float], correct: Sequence[bool], thr
     coverage = len(accepted) / len(confidences) if confidences else 0.0
     risk = sum(1 for ok in accepted if not ok) / len(accepted) if accepted else 0.0
     return risk, coverage
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """Held-out risk and coverage of the fitted threshold over many random fit/held-out splits."""
+
+    splits: int
+    feasible: int  # splits on which some threshold could be certified
+    held_out_risk_mean: float  # over feasible splits that accepted something
+    held_out_coverage_mean: float  # over all splits (an infeasible split covers nothing)
+    within_target: float  # share of splits whose held-out risk is at most the target
+
+
+def check_splits(
+    confidences: Sequence[float], correct: Sequence[bool], target_risk: float, delta: float,
+    fit_fraction: float, seeds: Sequence[int],
+) -> SplitCheck:
+    """Refit on each seed's split and measure on its held-out part: how often the target holds there."""
+    risks, coverages, within, feasible = [], [], 0, 0
+    for seed in seeds:
+        fit_idx, held_idx = split(len(confidences), fit_fraction, seed)
+        fitted = fit_threshold([confidences[i] for i in fit_idx], [correct[i] for i in fit_idx], target_risk, delta)
+        held_conf, held_ok = [confidences[i] for i in held_idx], [correct[i] for i in held_idx]
+        risk, coverage = risk_and_coverage(held_conf, held_ok, fitted.threshold) if fitted.feasible else (0.0, 0.0)
+        feasible += fitted.feasible
+        if fitted.feasible and coverage > 0:
+            risks.append(risk)
+        coverages.append(coverage)
+        within += risk <= target_risk
+    return SplitCheck(
+        splits=len(seeds), feasible=feasible,
+        held_out_risk_mean=sum(risks) / len(risks) if risks else 0.0,
+        held_out_coverage_mean=sum(coverages) / len(coverages) if coverages else 0.0,
+        within_target=within / len(seeds) if seeds else 0.0,
+    )

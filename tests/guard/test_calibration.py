@@ -60,3 +60,24 @@ def test_split_is_a_seeded_partition():
     a, b = split(10, 0.6, seed=3)
     assert sorted(a + b) == list(range(10)) and len(a) == 6
     assert split(10, 0.6, seed=3) == (a, b)
+
+
+def test_check_splits_refits_per_split_and_measures_held_out():
+    import random
+
+    from guard.calibration import check_splits
+
+    rng = random.Random(1)
+    # Confidence 0.9 is right 95% of the time, 0.3 is right 20% of the time.
+    conf, ok = [], []
+    for _ in range(400):
+        high = rng.random() < 0.5
+        conf.append(0.9 if high else 0.3)
+        ok.append(rng.random() < (0.95 if high else 0.2))
+    check = check_splits(conf, ok, target_risk=0.15, delta=0.1, fit_fraction=0.5, seeds=range(20))
+    assert check.splits == 20 and check.feasible == 20
+    assert 0.4 < check.held_out_coverage_mean < 0.6  # only the 0.9 items are accepted
+    assert check.held_out_risk_mean < 0.15 and check.within_target >= 0.9
+    # A target no threshold can meet: nothing accepted on any split, risk 0 by convention.
+    none = check_splits(conf, ok, target_risk=0.01, delta=0.1, fit_fraction=0.5, seeds=range(5))
+    assert none.feasible == 0 and none.held_out_coverage_mean == 0.0 and none.within_target == 1.0

@@ -28,8 +28,10 @@ async def test_calibrate_writes_a_policy_that_serve_can_load(tmp_path, capsys):
     data = tmp_path / "records.jsonl"
     replay.save(await _records(60, 60), data)
     out = tmp_path / "policy.json"
-    assert main(["calibrate", "--data", str(data), "--target-risk", "0.1", "--delta", "0.1", "--out", str(out)]) == 0
+    assert main(["calibrate", "--data", str(data), "--target-risk", "0.1", "--delta", "0.1", "--out", str(out),
+                 "--splits", "5"]) == 0
     summary = json.loads(out.read_text())["calibration"]
+    assert summary["resplits"]["splits"] == 5 and summary["resplits"]["within_target"] == 1.0
     policy = Policy.load(out)
     # Unanimous items have confidence 1, split ones 1/3: the fitted threshold separates them.
     assert summary["feasible"] and 1 / 3 < policy.threshold_for("trace") <= 1.0
