@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from benchmarks import datasets
-from guard import replay as records
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
-from guard.params import Defaults, GuardParams, ImageInput, Limits, ScoreMode, _canonical
+from guard import replay as records
+from guard.answers import Answer, AnswerKind
+from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreMode, _canonical
 from guard.pipeline import GuardConfig
 from guard.policy import Policy
 
@@ -40,7 +41,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
-    from guard.engine.vllm_engine import VllmEngine
+    """Sample (or load from the records cache) every problem of every dataset, plus one greedy answer each."""
     from guard.pipeline import GuardPipeline
     from guard.prompts import PromptStyle
 
@@ -51,13 +52,12 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
 
     engine = None
     pipeline = None
-    out: dict[str, dict[str, records.Record]] = {}
-    for name, ars in specs:
-        problems = datasets.load(name, Path(args.data_dir), args.limit)
-        cache_path = args.out / records_file_name(name, ars, args)
-        cached = records.load(cache_path)
-        todo = [p for p in problems if p.id not in cached]
-        if todo and engine is None:
+
+    async def ensure_pipeline() -> GuardPipeline:
+        nonlocal engine, pipeline
+        if pipeline is None:
+            from guard.engine.vllm_engine import VllmEngine
+
             model = args.model or os.environ.get("TRACE_GUARD_MODEL")
             if not model:
                 from server.model_store import ensure_default_model
@@ -72,41 +72,96 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                 probe_max_tokens=args.probe_max_tokens,
             )
             pipeline = GuardPipeline(engine, config)
-        bar = tqdm(total=len(todo), desc=f"{name}:{ars}", unit="q") if tqdm and todo else None
+        return pipeline
+
+    async def run_all(todo, desc, one) -> list[str]:
+        """Run `one` over the problems at --concurrency with a progress bar; ids of those that failed."""
+        bar = tqdm(total=len(todo), desc=desc, unit="q") if tqdm and todo else None
         sem = asyncio.Semaphore(args.concurrency)
         failures: list[str] = []
 
-        async def one(problem):
-            subs, gold_subs = gold_ars(problem) if ars == "gold" else ((), ())
+        async def guarded(problem):
             try:
-                params = GuardParams(
-                    question=problem.question, sub_questions=subs, num_paths=args.num_paths,
-                    images=tuple(ImageInput(data, mime_type) for data, mime_type in problem.images),
-                    temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
-                    scorer="trace" if ars != "none" else "majority", score_mode=args.score_mode,
-                    request_id=problem.id,
-                )
                 async with sem:
-                    result = await pipeline.run(params)
+                    await one(problem)
             except Exception as exc:  # noqa: BLE001 - one bad item must not end a long run
                 logger.warning("%s: skipped (%s)", problem.id, exc)
                 failures.append(problem.id)
-                return
-            rec = records.Record.from_result(problem.id, problem.answer, gold_subs, result)
-            records.save([rec], cache_path)
-            cached[problem.id] = rec
             if bar:
                 bar.update(1)
 
-        await asyncio.gather(*(one(p) for p in todo))
+        await asyncio.gather(*(guarded(p) for p in todo))
         if bar:
             bar.close()
         if failures:
-            print(f"{name}:{ars}: {len(failures)} problems failed: {failures[:10]}")
+            print(f"{desc}: {len(failures)} problems failed: {failures[:10]}")
+        return failures
+
+    out: dict[str, dict[str, records.Record]] = {}
+    for name, ars in specs:
+        problems = datasets.load(name, Path(args.data_dir), args.limit)
+        cache_path = args.out / records_file_name(name, ars, args)
+        cached = records.load(cache_path)
+        todo = [p for p in problems if p.id not in cached]
+        print(f"{name}:{ars}: {len(todo)} to sample, {len(problems) - len(todo)} from {cache_path}", flush=True)
+        if todo:
+            await ensure_pipeline()
+
+        async def sample(problem, ars=ars, cache_path=cache_path, cached=cached):
+            subs, gold_subs = gold_ars(problem) if ars == "gold" else ((), ())
+            params = GuardParams(
+                question=problem.question, sub_questions=subs, num_paths=args.num_paths,
+                images=tuple(ImageInput(data, mime_type) for data, mime_type in problem.images),
+                temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+                scorer="trace" if ars != "none" else "majority", score_mode=args.score_mode,
+                request_id=problem.id,
+            )
+            rec = records.Record.from_result(problem.id, problem.answer, gold_subs, await pipeline.run(params))
+            records.save([rec], cache_path)
+            cached[problem.id] = rec
+
+        await run_all(todo, f"{name}:{ars}", sample)
+
+        # Raw greedy baseline: one temperature-0 answer per problem, cached apart from the samples
+        # (it does not depend on the ARS mode, and older records caches gain it without resampling).
+        greedy_path = args.out / f"greedy-{Path(name).stem}-{args.prompt_style}-t{args.max_tokens}.jsonl"
+        greedy = load_greedy(greedy_path)
+        greedy_todo = [p for p in problems if p.id in cached and p.id not in greedy]
+        if greedy_todo:
+            await ensure_pipeline()
+
+        async def decode_greedy(problem, greedy=greedy, greedy_path=greedy_path):
+            params = GuardParams(
+                question=problem.question, mode=Mode.RAW, temperature=0.0, max_tokens=args.max_tokens,
+                images=tuple(ImageInput(data, mime_type) for data, mime_type in problem.images),
+                request_id=f"{problem.id}:greedy",
+            )
+            a = (await pipeline.run(params)).answer
+            greedy[problem.id] = [a.raw, a.normalized, a.kind.value] if a is not None else []
+            with greedy_path.open("a") as f:
+                f.write(json.dumps({"problem_id": problem.id, "answer": greedy[problem.id]}) + "\n")
+
+        await run_all(greedy_todo, f"{name}:greedy", decode_greedy)
+        for rec in cached.values():
+            if rec.problem_id in greedy:
+                rec.greedy_answer = greedy[rec.problem_id]
         out[f"{name}:{ars}"] = {p.id: cached[p.id] for p in problems if p.id in cached}
     if engine is not None:
         await engine.shutdown()
     return out
+
+
+def load_greedy(path: Path) -> dict[str, list]:
+    if not path.exists():
+        return {}
+    return {d["problem_id"]: d["answer"] for d in map(json.loads, path.read_text().splitlines()) if d}
+
+
+def greedy_accuracy(recs: list[records.Record]) -> float:
+    """Accuracy of the raw greedy (temperature 0) answer, over the problems that have one."""
+    have = [r for r in recs if r.greedy_answer is not None]
+    hits = sum(r.is_correct(Answer(g[0], g[1], AnswerKind(g[2])) if (g := r.greedy_answer) else None) for r in have)
+    return hits / len(have) if have else float("nan")
 
 
 def records_file_name(name: str, ars: str, args) -> str:
@@ -185,7 +240,8 @@ def report(all_records, policy: Policy, out_dir: Path) -> dict:
         recs = list(recs_by_id.values())
         if not recs:
             continue
-        results[key] = {"single_sample_accuracy": single_sample_accuracy(recs)}
+        results[key] = {"greedy_accuracy": greedy_accuracy(recs), "single_sample_accuracy": single_sample_accuracy(recs)}
+        lines.append(f"{key:<22}{'greedy':<10}{len(recs):>5}{fmt(results[key]['greedy_accuracy']):>7}")
         lines.append(f"{key:<22}{'single':<10}{len(recs):>5}{fmt(results[key]['single_sample_accuracy']):>7}")
         for scorer in SCORER_NAMES:
             row = evaluate(recs, scorer, policy)

@@ -30,6 +30,8 @@ class Record:
     gold_sub_answers: list[str]
     latency_ms: float
     generated_tokens: int
+    # Raw greedy (temperature 0) answer as (raw, normalized, kind); [] when it had none, None when not run.
+    greedy_answer: list | None = None
 
     @classmethod
     def from_result(cls, problem_id: str, gold: str, gold_sub_answers, result: GuardResult) -> "Record":
