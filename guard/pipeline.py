@@ -71,7 +71,7 @@ class _Clock:
 
 
 def _truncated(result: GenerationResult) -> int:
-    return sum(1 for c in result.completions if c.finish_reason == "length")
+    return sum(1 for c in result.completions if c.truncated)
 
 
 def _mean_logprob(token_logprobs: list[float]) -> float:
@@ -147,7 +147,7 @@ class GuardPipeline:
                 text=c.text,
                 # A path cut off by max_tokens never reached its conclusion; the last number in it
                 # is not an answer, so it may not vote.
-                answer=extract_answer(c.text) if c.finish_reason != "length" else None,
+                answer=extract_answer(c.text) if not c.truncated else None,
                 num_tokens=c.num_tokens,
                 finish_reason=c.finish_reason,
                 mean_token_logprob=_mean_logprob(c.token_logprobs),

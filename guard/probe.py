@@ -64,7 +64,7 @@ async def probe_paths(
             completion = result.completions[0] if result.completions else None
             # A probe cut at its token limit never reached the end of its line: the value in it may be
             # cut too ("287 + 76 = 44" for 443), so it is left unanswered rather than read wrong.
-            truncated = completion is not None and completion.finish_reason == "length"
+            truncated = completion is not None and completion.truncated
             usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens, int(truncated))
             short = _short(completion.text) if completion is not None and not truncated else ""
             answer = normalize_answer(short) if short else None

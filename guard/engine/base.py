@@ -57,6 +57,11 @@ class Completion:
     # Per position: log-probabilities of the top-k alternatives (DeepConf token confidence).
     top_logprobs: list[list[float]] = field(default_factory=list)
 
+    @property
+    def truncated(self) -> bool:
+        """Cut at its token limit: whatever it was writing (an answer, a value) may be cut too."""
+        return self.finish_reason == "length"
+
 
 def repeat_completions(completions: list["Completion"], copies: int) -> list["Completion"]:
     """Each completion `copies` times, as independent objects (the other half of `decode_once`)."""
