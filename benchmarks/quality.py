@@ -22,7 +22,6 @@ from pathlib import Path
 from benchmarks import datasets
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
 from guard import replay as records
-from guard.answers import Answer, AnswerKind
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreMode, _canonical
 from guard.pipeline import GuardConfig
 from guard.policy import Policy
@@ -111,7 +110,7 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
             subs, gold_subs = gold_ars(problem) if ars == "gold" else ((), ())
             params = GuardParams(
                 question=problem.question, sub_questions=subs, num_paths=args.num_paths,
-                images=tuple(ImageInput(data, mime_type) for data, mime_type in problem.images),
+                images=problem_images(problem),
                 temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
                 scorer="trace" if ars != "none" else "majority", score_mode=args.score_mode,
                 request_id=problem.id,
@@ -133,11 +132,11 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
         async def decode_greedy(problem, greedy=greedy, greedy_path=greedy_path):
             params = GuardParams(
                 question=problem.question, mode=Mode.RAW, temperature=0.0, max_tokens=args.max_tokens,
-                images=tuple(ImageInput(data, mime_type) for data, mime_type in problem.images),
+                images=problem_images(problem),
                 request_id=f"{problem.id}:greedy",
             )
             a = (await pipeline.run(params)).answer
-            greedy[problem.id] = [a.raw, a.normalized, a.kind.value] if a is not None else []
+            greedy[problem.id] = list(records.encode_answer(a) or ())
             with greedy_path.open("a") as f:
                 f.write(json.dumps({"problem_id": problem.id, "answer": greedy[problem.id]}) + "\n")
 
@@ -151,6 +150,10 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
     return out
 
 
+def problem_images(problem: datasets.Problem) -> tuple[ImageInput, ...]:
+    return tuple(ImageInput(data, mime_type) for data, mime_type in problem.images)
+
+
 def load_greedy(path: Path) -> dict[str, list]:
     if not path.exists():
         return {}
@@ -160,7 +163,7 @@ def load_greedy(path: Path) -> dict[str, list]:
 def greedy_accuracy(recs: list[records.Record]) -> float:
     """Accuracy of the raw greedy (temperature 0) answer, over the problems that have one."""
     have = [r for r in recs if r.greedy_answer is not None]
-    hits = sum(r.is_correct(Answer(g[0], g[1], AnswerKind(g[2])) if (g := r.greedy_answer) else None) for r in have)
+    hits = sum(r.is_correct(records.decode_answer(r.greedy_answer)) for r in have)
     return hits / len(have) if have else float("nan")
 
 

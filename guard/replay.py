@@ -14,6 +14,15 @@ from guard.result import Decision, GuardResult, Region
 from guard.scorers import SCORERS, ScoringInput, select
 
 
+def encode_answer(answer: Answer | None) -> tuple[str, str, str] | None:
+    """An answer as stored in a records file: (raw, normalized, kind)."""
+    return (answer.raw, answer.normalized, answer.kind.value) if answer else None
+
+
+def decode_answer(stored) -> Answer | None:
+    return Answer(stored[0], stored[1], AnswerKind(stored[2])) if stored else None
+
+
 @dataclass
 class Record:
     """One problem: gold answer, each path's answer and token log-probs, and the ARS probe results."""
@@ -40,7 +49,7 @@ class Record:
         return cls(
             problem_id=problem_id,
             gold=gold,
-            answers=[(a.raw, a.normalized, a.kind.value) if a else None for a in (inp.answers if inp else [])],
+            answers=[encode_answer(a) for a in (inp.answers if inp else [])],
             top_logprobs=[[[round(x, 3) for x in alts] for alts in path] for path in (inp.top_logprobs if inp else [])],
             sub_questions=list(ars.sub_questions) if ars else [],
             ars_source=result.ars_source.value,
@@ -52,7 +61,7 @@ class Record:
         )
 
     def answer_objects(self) -> list[Answer | None]:
-        return [Answer(a[0], a[1], AnswerKind(a[2])) if a else None for a in self.answers]
+        return [decode_answer(a) for a in self.answers]
 
     def scoring_input(self, policy: Policy) -> ScoringInput:
         answers = self.answer_objects()
