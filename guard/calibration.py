@@ -97,6 +97,32 @@ def risk_and_coverage(confidences: Sequence[float], correct: Sequence[bool], thr
 
 
 @dataclass(frozen=True)
+class SplitFit:
+    """A threshold fitted on one split's fitting part, with risk and coverage on both parts."""
+
+    result: CalibrationResult
+    fit_items: int
+    held_out_items: int
+    fit_risk: float
+    fit_coverage: float
+    held_out_risk: float
+    held_out_coverage: float
+
+
+def fit_on_split(
+    confidences: Sequence[float], correct: Sequence[bool], target_risk: float, delta: float,
+    fit_fraction: float, seed: int,
+) -> SplitFit:
+    """Fit the threshold on the seed's fitting part and measure it on both parts."""
+    fit_idx, held_idx = split(len(confidences), fit_fraction, seed)
+    fit_conf, fit_ok = [confidences[i] for i in fit_idx], [correct[i] for i in fit_idx]
+    held_conf, held_ok = [confidences[i] for i in held_idx], [correct[i] for i in held_idx]
+    result = fit_threshold(fit_conf, fit_ok, target_risk, delta)
+    return SplitFit(result, len(fit_idx), len(held_idx), *risk_and_coverage(fit_conf, fit_ok, result.threshold),
+                    *risk_and_coverage(held_conf, held_ok, result.threshold))
+
+
+@dataclass(frozen=True)
 class SplitCheck:
     """Held-out risk and coverage of the fitted threshold over many random fit/held-out splits."""
 
@@ -114,12 +140,11 @@ def check_splits(
     """Refit on each seed's split and measure on its held-out part: how often the target holds there."""
     risks, coverages, within, feasible = [], [], 0, 0
     for seed in seeds:
-        fit_idx, held_idx = split(len(confidences), fit_fraction, seed)
-        fitted = fit_threshold([confidences[i] for i in fit_idx], [correct[i] for i in fit_idx], target_risk, delta)
-        held_conf, held_ok = [confidences[i] for i in held_idx], [correct[i] for i in held_idx]
-        risk, coverage = risk_and_coverage(held_conf, held_ok, fitted.threshold) if fitted.feasible else (0.0, 0.0)
-        feasible += fitted.feasible
-        if fitted.feasible and coverage > 0:
+        fitted = fit_on_split(confidences, correct, target_risk, delta, fit_fraction, seed)
+        # An infeasible fit has an infinite threshold: it accepts nothing, risk and coverage 0.
+        risk, coverage = fitted.held_out_risk, fitted.held_out_coverage
+        feasible += fitted.result.feasible
+        if fitted.result.feasible and coverage > 0:
             risks.append(risk)
         coverages.append(coverage)
         within += risk <= target_risk

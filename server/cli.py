@@ -234,7 +234,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from guard import replay
-    from guard.calibration import check_splits, fit_threshold, risk_and_coverage, split
+    from guard.calibration import check_splits, fit_on_split
     from guard.policy import Policy
 
     records = []
@@ -248,19 +248,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     outcomes = [replay.rescore(r, args.scorer, base) for r in records]
     conf = [o.confidence for o in outcomes]
     correct = [o.correct for o in outcomes]
-    fit_idx, held_idx = split(len(outcomes), args.fit_fraction, args.seed)
-    result = fit_threshold([conf[i] for i in fit_idx], [correct[i] for i in fit_idx], args.target_risk, args.delta)
-    held_risk, held_cov = risk_and_coverage([conf[i] for i in held_idx], [correct[i] for i in held_idx], result.threshold)
-    fit_risk, fit_cov = risk_and_coverage([conf[i] for i in fit_idx], [correct[i] for i in fit_idx], result.threshold)
+    fitted = fit_on_split(conf, correct, args.target_risk, args.delta, args.fit_fraction, args.seed)
+    result = fitted.result
     threshold = result.threshold if result.feasible else 1.01  # > any confidence: accept nothing
     thresholds = dict(base.thresholds)
     thresholds[args.scorer] = threshold
     summary = {
         "scorer": args.scorer, "target_risk": args.target_risk, "delta": args.delta,
-        "data": [str(p) for p in args.data], "items": len(outcomes), "fit_items": len(fit_idx),
-        "held_out_items": len(held_idx), "feasible": result.feasible, "threshold": threshold,
-        "fit_risk": fit_risk, "fit_coverage": fit_cov, "fit_risk_upper_bound": result.fit_risk_bound,
-        "held_out_risk": held_risk, "held_out_coverage": held_cov,
+        "data": [str(p) for p in args.data], "items": len(outcomes), "fit_items": fitted.fit_items,
+        "held_out_items": fitted.held_out_items, "feasible": result.feasible, "threshold": threshold,
+        "fit_risk": fitted.fit_risk, "fit_coverage": fitted.fit_coverage, "fit_risk_upper_bound": result.fit_risk_bound,
+        "held_out_risk": fitted.held_out_risk, "held_out_coverage": fitted.held_out_coverage,
         "base_accuracy": sum(correct) / len(correct) if correct else 0.0,
     }
     if args.splits > 1:
