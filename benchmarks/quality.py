@@ -115,7 +115,8 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                 scorer="trace" if ars != "none" else "majority", score_mode=args.score_mode,
                 request_id=problem.id,
             )
-            rec = records.Record.from_result(problem.id, problem.answer, gold_subs, await pipeline.run(params))
+            rec = records.Record.from_result(problem.id, problem.answer, gold_subs, await pipeline.run(params),
+                                             question=problem.question)
             records.save([rec], cache_path)
             cached[problem.id] = rec
 

@@ -1,63 +1,148 @@
-"""TRACE consistency over an Auxiliary Reasoning Set: agreement per sub-question, support and FFS per path."""
+"""TRACE consistency over an Auxiliary Reasoning Set: agreement per sub-question, support and FFS per path.
+
+Every quantity here is invariant under a permutation of the paths: a mode exists only as a strict
+plurality, thresholds are strict, and a missing probe answer leaves the denominators instead of
+counting as disagreement.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
 # Candidate distribution of one path on one sub-question: normalised answer -> probability.
 SoftAnswer = dict[str, float]
 
+# Fewest answers a sub-question needs before its answers can be said to agree or disagree.
+MIN_ANSWERS_FOR_MODE = 2
+# A sub-question is an echo of the final answer when more than this share of the paths that answered
+# it gave their own final answer.
+ECHO_SHARE = 0.5
+# Word overlap (Jaccard) at which a sub-question restates a question of the problem text.
+RESTATEMENT_OVERLAP = 0.8
 
-@dataclass
+
+@dataclass(frozen=True)
 class ArsAnalysis:
     sub_questions: list[str]
     # path_answers[k][i]: path i's normalised answer to sub-question k ("" when unanswered).
     path_answers: list[list[str]]
-    # modal[k]: most common non-empty answer to sub-question k ("" when nobody answered).
+    # modal[k]: the strict plurality of the non-empty answers to sub-question k; "" when there is none
+    # (nobody or only one path answered, or the top answers are tied).
     modal: list[str]
-    # agreement[k]: share of all paths whose answer equals modal[k].
+    # agreement[k]: share of the paths that answered k giving its most common answer (0 when fewer
+    # than two answered). Missing answers are not in the denominator.
     agreement: list[float]
-    # soft_agreement[k]: mean probability the paths put on modal[k] (equals agreement without scores).
+    # soft_agreement[k]: mean probability the answering paths put on modal[k] (the hard agreement
+    # when the step was not scored or has no mode).
     soft_agreement: list[float]
-    # support[i]: agreement-weighted share of sub-questions on which path i matches the mode.
-    support: list[float]
-    # first_failure_step[i]: 1-based index of the first well-supported sub-question path i departs
-    # from; None when it never departs.
+    # answered[k]: how many paths gave a readable answer to sub-question k.
+    answered: list[int]
+    # echo[k]: sub-question k restates the question, or most paths answer it with their own final
+    # answer; an echo says nothing the vote does not, so it is left out of support and FFS.
+    echo: list[bool]
+    # support[i]: share of path i's informative steps (answered, not an echo, with a mode) on which it
+    # matches the mode, soft when scored; None when path i has no informative step.
+    support: list[float | None]
+    # first_failure_step[i]: 1-based index of the first informative sub-question whose mode is well
+    # supported (agreement above the threshold) that path i answered differently; None when none.
     first_failure_step: list[int | None]
     # soft[k][i]: path i's distribution over the candidates of sub-question k, when scored.
     soft: list[list[SoftAnswer | None]] | None = None
 
     @property
+    def num_paths(self) -> int:
+        return len(self.path_answers[0]) if self.path_answers else 0
+
+    @property
     def mean_agreement(self) -> float:
         return sum(self.agreement) / len(self.agreement) if self.agreement else 0.0
 
-    def agreement_among(self, paths: Sequence[int]) -> float:
-        """Mean over sub-questions of how well `paths` agree with each other (mode taken among them).
+    @property
+    def informative(self) -> bool:
+        """Whether any path has a step that can back or contradict it (else the ARS adds nothing)."""
+        return any(s is not None for s in self.support)
+
+    @property
+    def num_echo(self) -> int:
+        return sum(self.echo)
+
+    def filled_support(self) -> list[float]:
+        """Support with the gaps filled: a path none of whose steps could be judged gets the mean
+        support of the others (unknown neither backs nor contradicts it); 1.0 each when no path has
+        an informative step."""
+        known = [s for s in self.support if s is not None]
+        neutral = sum(known) / len(known) if known else 1.0
+        return [s if s is not None else neutral for s in self.support]
+
+    def agreement_among(self, paths: Sequence[int]) -> float | None:
+        """Mean over non-echo sub-questions of how well `paths` agree with each other.
 
         For the winning answer cluster this says whether paths that agree on the answer also agree on
-        the steps; a low value is TRACE's silent failure.
+        the steps; a low value is TRACE's silent failure. A step that fewer than two of `paths`
+        answered shows nothing either way and is skipped; None when no step is left.
         """
-        if not paths or not self.sub_questions:
-            return 0.0
-        total = 0.0
-        for answers in self.path_answers:
-            chosen = [answers[i] for i in paths]
-            mode, count = _mode(chosen)
-            total += count / len(chosen) if mode else 0.0
-        return total / len(self.path_answers)
+        shares = []
+        for k, answers in enumerate(self.path_answers):
+            if self.echo[k]:
+                continue
+            chosen = [answers[i] for i in paths if answers[i]]
+            if len(chosen) >= MIN_ANSWERS_FOR_MODE:
+                shares.append(_top_count(chosen) / len(chosen))
+        return sum(shares) / len(shares) if shares else None
 
 
-def _mode(answers: Sequence[str]) -> tuple[str, int]:
-    """Most common non-empty answer and its count; ties go to the first to appear."""
+def _counts(answers: Sequence[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for a in answers:
         if a:
             counts[a] = counts.get(a, 0) + 1
+    return counts
+
+
+def _top_count(answers: Sequence[str]) -> int:
+    counts = _counts(answers)
+    return max(counts.values()) if counts else 0
+
+
+def strict_mode(answers: Sequence[str]) -> tuple[str, int]:
+    """The strict plurality of the non-empty answers and its count; ("", top count) on a tie.
+
+    A tie has no mode on purpose: picking one of the tied answers would let path order decide.
+    """
+    counts = _counts(answers)
     if not counts:
         return "", 0
-    best = max(counts.items(), key=lambda kv: kv[1])  # max keeps the first of equal counts
-    return best
+    top = max(counts.values())
+    leaders = [a for a, c in counts.items() if c == top]
+    return (leaders[0], top) if len(leaders) == 1 else ("", top)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def restates(sub_question: str, question: str) -> bool:
+    """Whether the sub-question asks (nearly word for word) one of the questions of the problem text."""
+    sub = _words(sub_question)
+    if not sub or not question:
+        return False
+    # The whole text, and each sentence of it, since the asked question is usually its last sentence.
+    candidates = [question, *re.split(r"(?<=[.?!])\s+", question)]
+    for text in candidates:
+        words = _words(text)
+        if words and len(sub & words) / len(sub | words) >= RESTATEMENT_OVERLAP:
+            return True
+    return False
+
+
+def _is_echo(sub_question: str, question: str, answers: Sequence[str], final_answers: Sequence[str]) -> bool:
+    if restates(sub_question, question):
+        return True
+    answered = [(a, f) for a, f in zip(answers, final_answers) if a and f]
+    own_final = sum(1 for a, f in answered if a == f)
+    return bool(answered) and own_final > ECHO_SHARE * len(answered)
 
 
 def analyze_ars(
@@ -65,52 +150,63 @@ def analyze_ars(
     path_answers: Sequence[Sequence[str]],
     soft: Sequence[Sequence[SoftAnswer | None]] | None = None,
     *,
+    final_answers: Sequence[str] | None = None,
+    question: str = "",
     ffs_threshold: float = 0.5,
 ) -> ArsAnalysis:
     """Compute every TRACE consistency metric from the probe answers (and optional soft scores).
 
-    `path_answers[k][i]` is path i's normalised answer to sub-question k. `soft[k][i]`, when given,
-    is path i's probability distribution over the candidate answers of sub-question k; it replaces
-    the 0/1 match in soft agreement and support (FFS stays on the hard answers).
+    `path_answers[k][i]` is path i's normalised answer to sub-question k ("" when unanswered).
+    `soft[k][i]`, when given, is path i's probability distribution over the candidate answers of
+    sub-question k; it replaces the 0/1 match in soft agreement and support (FFS stays on the hard
+    answers). `final_answers[i]` (normalised, "" when none) and `question` find echo sub-questions.
     """
     if len(path_answers) != len(sub_questions):
         raise ValueError("path_answers must have one row per sub-question")
     num_paths = len(path_answers[0]) if path_answers else 0
-    modal: list[str] = []
-    agreement: list[float] = []
-    soft_agreement: list[float] = []
-    # match[k][i]: how much path i backs the mode of sub-question k, in [0, 1].
-    match: list[list[float]] = []
+    finals = list(final_answers) if final_answers is not None else [""] * num_paths
+    if len(finals) != num_paths:
+        raise ValueError("final_answers must have one entry per path")
+    modal, agreement, soft_agreement, answered, echo = [], [], [], [], []
+    # match[k][i]: how much path i backs the mode of sub-question k, in [0, 1]; None when step k says
+    # nothing about path i (no mode, an echo, or path i did not answer).
+    match: list[list[float | None]] = []
     for k, answers in enumerate(path_answers):
         if len(answers) != num_paths:
             raise ValueError("every sub-question needs one answer per path")
-        mode, count = _mode(answers)
-        modal.append(mode)
-        agreement.append(count / num_paths if num_paths else 0.0)
-        row: list[float] = []
+        n_answered = sum(1 for a in answers if a)
+        mode, top = strict_mode(answers) if n_answered >= MIN_ANSWERS_FOR_MODE else ("", 0)
+        is_echo = _is_echo(sub_questions[k], question, answers, finals)
+        row: list[float | None] = []
         for i, answer in enumerate(answers):
             dist = soft[k][i] if soft is not None else None
-            if not mode:
-                row.append(0.0)
+            if not mode or not answer:
+                row.append(None)
             elif dist:
                 row.append(float(dist.get(mode, 0.0)))
             else:
                 row.append(1.0 if answer == mode else 0.0)
-        match.append(row)
-        soft_agreement.append(sum(row) / num_paths if num_paths else 0.0)
+        hard = top / n_answered if n_answered >= MIN_ANSWERS_FOR_MODE else 0.0
+        scored = [m for m in row if m is not None]
+        modal.append(mode)
+        agreement.append(hard)
+        soft_agreement.append(sum(scored) / len(scored) if scored and soft is not None else hard)
+        answered.append(n_answered)
+        echo.append(is_echo)
+        match.append([None if is_echo else m for m in row])
 
-    weight_total = sum(agreement)
-    support = [
-        sum(agreement[k] * match[k][i] for k in range(len(sub_questions))) / weight_total if weight_total else 0.0
-        for i in range(num_paths)
-    ]
+    support: list[float | None] = []
+    for i in range(num_paths):
+        steps = [match[k][i] for k in range(len(sub_questions)) if match[k][i] is not None]
+        support.append(sum(steps) / len(steps) if steps else None)
     first_failure: list[int | None] = []
     for i in range(num_paths):
         ffs = None
         for k in range(len(sub_questions)):
-            # A departure only counts against a mode the paths actually agree on. It is judged on
-            # the path's own (hard) answer, so the FFS always agrees with the table a user reads.
-            if agreement[k] >= ffs_threshold and path_answers[k][i] != modal[k]:
+            # A departure only counts against a mode the paths actually agree on (strictly more than
+            # the threshold, so an even split is no mode to fail against). It is judged on the path's
+            # own (hard) answer, so the FFS always agrees with the table a user reads.
+            if match[k][i] is not None and agreement[k] > ffs_threshold and path_answers[k][i] != modal[k]:
                 ffs = k + 1
                 break
         first_failure.append(ffs)
@@ -120,6 +216,8 @@ def analyze_ars(
         modal=modal,
         agreement=agreement,
         soft_agreement=soft_agreement,
+        answered=answered,
+        echo=echo,
         support=support,
         first_failure_step=first_failure,
         soft=[list(row) for row in soft] if soft is not None else None,

@@ -235,6 +235,8 @@ class GuardPipeline:
             analysis = await self._probe_and_score(
                 params, images, paths, ars_outcome.sub_questions, usage, clock, budget, notes, degraded
             )
+        if analysis is not None and not analysis.informative:
+            _note_uninformative(analysis, notes, degraded)
         with clock.stage("decide"):
             top_logprobs = [c.top_logprobs for c in sampled.completions]
             result = self._decide(params, paths, top_logprobs, analysis, usage, notes)
@@ -343,7 +345,11 @@ class GuardPipeline:
                     notes.append("latency budget: scoring cut short; hard sub-question agreement only")
                 else:
                     self.costs.observe("score", len(plan.items), (time.perf_counter() - start) * 1e3)
-        return analyze_ars(sub_questions, probes.answers, soft, ffs_threshold=self.config.policy.ffs_agreement)
+        return analyze_ars(
+            sub_questions, probes.answers, soft,
+            final_answers=[p.answer.normalized if p.answer else "" for p in paths],
+            question=params.question, ffs_threshold=self.config.policy.ffs_agreement,
+        )
 
     def _decide(
         self, params: GuardParams, paths: list[PathResult], top_logprobs: list[list[list[float]]],
@@ -356,11 +362,12 @@ class GuardPipeline:
         selection = select(scorer, inp)
         winner_paths = list(clusters[selection.winner]) if selection.winner is not None else []
         verdict = decide(selection, analysis, winner_paths, params.scorer, self.config.policy)
+        support = analysis.filled_support() if analysis is not None else None
         for p in paths:
             p.score = selection.path_weights[p.index]
             p.in_winning_cluster = p.index in winner_paths
             if analysis is not None:
-                p.support = analysis.support[p.index]
+                p.support = support[p.index]
                 p.first_failure_step = analysis.first_failure_step[p.index]
         table = []
         if analysis is not None:
@@ -371,6 +378,12 @@ class GuardPipeline:
                     agreement=analysis.agreement[k],
                     soft_agreement=analysis.soft_agreement[k],
                     path_answers=analysis.path_answers[k],
+                    answered=analysis.answered[k],
+                    echo=analysis.echo[k],
+                    echo_paths=sum(
+                        1 for i, a in enumerate(analysis.path_answers[k])
+                        if a and paths[i].answer is not None and a == paths[i].answer.normalized
+                    ),
                 )
                 for k in range(len(analysis.sub_questions))
             ]
@@ -379,8 +392,12 @@ class GuardPipeline:
                     "margin": selection.margin}
         if winner_paths:
             if analysis is not None:
-                features["ars_agreement"] = analysis.agreement_among(winner_paths)
-                features["support"] = sum(analysis.support[i] for i in winner_paths) / len(winner_paths)
+                step_agreement = analysis.agreement_among(winner_paths)
+                if step_agreement is not None:
+                    features["ars_agreement"] = step_agreement
+                known = [analysis.support[i] for i in winner_paths if analysis.support[i] is not None]
+                if known:
+                    features["support"] = sum(known) / len(known)
             if top_logprobs and any(top_logprobs):
                 features["token_confidence"] = sum(path_confidence(top_logprobs[i]) for i in winner_paths) / len(
                     winner_paths
@@ -403,6 +420,18 @@ class GuardPipeline:
             notes=notes,
             features=features,
             scoring=inp,
+        )
+
+
+def _note_uninformative(analysis: ArsAnalysis, notes: list[str], degraded: list[str]) -> None:
+    """Say why the sub-questions could not weigh the paths (consistency is then the plain vote)."""
+    if not any(analysis.answered):
+        degraded.append("probe")
+        notes.append("no probe answer could be read (all cut or unreadable); answer-only consistency")
+    else:
+        notes.append(
+            f"no informative sub-question ({analysis.num_echo} of {len(analysis.sub_questions)} echo the "
+            "final answer or the question, the rest have no agreed mode); answer-only consistency"
         )
 
 

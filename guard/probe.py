@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from guard.answers import normalize_answer
-from guard.consistency import SoftAnswer
+from guard.consistency import SoftAnswer, strict_mode
 from guard.engine import Engine, Prompt, SampleSpec, ScoreItem
 from guard.params import ScoreMode
 from guard.prompts import PromptBuilder
@@ -118,10 +118,13 @@ def plan_scoring(prompts: PromptBuilder, probes: ProbeOutcome, mode: ScoreMode =
             (only,) = counts
             base[k] = [{only: 1.0} for _ in row]
             continue
-        if mode is ScoreMode.HARD or len(counts) < 2:
+        # Consistency reads only the mass a path puts on the strict mode: without one, nothing to score.
+        modal, top = strict_mode(row)
+        if mode is ScoreMode.HARD or len(counts) < 2 or not modal:
             continue
-        ranked = sorted(counts, key=lambda a: -counts[a])
-        if mode is ScoreMode.CONTESTED and counts[ranked[0]] >= CONTESTED_AGREEMENT * len(row):
+        # Ties in count are ordered by the answer, never by path order.
+        ranked = sorted(counts, key=lambda a: (-counts[a], a))
+        if mode is ScoreMode.CONTESTED and top >= CONTESTED_AGREEMENT * len(row):
             continue
         for i, prompt in enumerate(probes.prompts[k]):
             if mode is ScoreMode.FULL:

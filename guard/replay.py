@@ -41,9 +41,13 @@ class Record:
     generated_tokens: int
     # Raw greedy (temperature 0) answer as (raw, normalized, kind); [] when it had none, None when not run.
     greedy_answer: list | None = None
+    # The problem text, so replay finds sub-questions that restate it ("" in records made before).
+    question: str = ""
 
     @classmethod
-    def from_result(cls, problem_id: str, gold: str, gold_sub_answers, result: GuardResult) -> "Record":
+    def from_result(
+        cls, problem_id: str, gold: str, gold_sub_answers, result: GuardResult, question: str = ""
+    ) -> "Record":
         inp = result.scoring
         ars = inp.ars if inp is not None else None
         return cls(
@@ -58,6 +62,7 @@ class Record:
             gold_sub_answers=list(gold_sub_answers),
             latency_ms=result.timings_ms.get("total", 0.0),
             generated_tokens=sum(u.generated_tokens for u in result.usage.values()),
+            question=question,
         )
 
     def answer_objects(self) -> list[Answer | None]:
@@ -67,7 +72,11 @@ class Record:
         answers = self.answer_objects()
         ars = None
         if self.sub_questions:
-            ars = analyze_ars(self.sub_questions, self.path_answers, self.soft, ffs_threshold=policy.ffs_agreement)
+            ars = analyze_ars(
+                self.sub_questions, self.path_answers, self.soft,
+                final_answers=[a.normalized if a else "" for a in answers], question=self.question,
+                ffs_threshold=policy.ffs_agreement,
+            )
         return ScoringInput(answers, cluster_answers(answers), self.top_logprobs, ars)
 
     def is_correct(self, answer: Answer | None) -> bool:

@@ -50,7 +50,8 @@ class PathResult:
     mean_token_logprob: float = 0.0
     # Weight of this path under the scorer used.
     score: float = 0.0
-    # ARS support in [0, 1] (1.0 when no ARS was used).
+    # ARS support in [0, 1]: share of the path's informative steps matching the mode (the mean of the
+    # other paths when it has none; 1.0 when no ARS was used or none of it was informative).
     support: float = 1.0
     # 1-based First Failure Step; None when the path never departs from a well-supported mode.
     first_failure_step: int | None = None
@@ -65,6 +66,13 @@ class SubQuestionResult:
     soft_agreement: float
     # Each path's normalised answer ("" when unanswered), in path order.
     path_answers: list[str]
+    # Paths whose probe answer could be read (the rest are missing, not disagreeing).
+    answered: int = 0
+    # Restates the question or is mostly answered with each path's own final answer: left out of
+    # support and FFS.
+    echo: bool = False
+    # Paths whose answer to this sub-question equals their own final answer.
+    echo_paths: int = 0
 
 
 @dataclass

@@ -7,8 +7,12 @@ from guard.scorers.trace import TraceScorer
 
 SCORERS: dict[str, Scorer] = {
     MajorityScorer.name: MajorityScorer(),
-    DeepConfScorer.name: DeepConfScorer(),
+    "deepconf": DeepConfScorer("deepconf", keep_fraction=0.9),
+    "deepconf-low": DeepConfScorer("deepconf-low", keep_fraction=0.1),
     TraceScorer.name: TraceScorer(),
 }
 
-__all__ = ["SCORERS", "Scorer", "ScoringInput", "Selection", "select"]
+# Registry order is the order tables and CLIs list them in.
+SCORER_NAMES: tuple[str, ...] = tuple(SCORERS)
+
+__all__ = ["SCORERS", "SCORER_NAMES", "Scorer", "ScoringInput", "Selection", "select"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -51,17 +52,21 @@ class Selection:
 
 
 def select(scorer: Scorer, inp: ScoringInput) -> Selection:
-    """Pick the cluster with the highest total weight (ties: more paths, then first seen)."""
+    """Pick the cluster with the highest total weight (ties: more paths, then the answer's text).
+
+    Weights are compared rounded and ties broken by the answer itself, never by path order, so
+    permuting the paths cannot change the selection.
+    """
     weights = scorer.weights(inp)
-    cluster_weights = [sum(weights[i] for i in c) for c in inp.clusters]
+    cluster_weights = [math.fsum(weights[i] for i in c) for c in inp.clusters]
     if not inp.clusters:
         return Selection(None, weights, [], 0.0, 0.0, 0.0, 0.0, False)
     order = sorted(
         range(len(inp.clusters)),
-        key=lambda c: (-cluster_weights[c], -len(inp.clusters[c]), c),
+        key=lambda c: (-round(cluster_weights[c], 9), -len(inp.clusters[c]), _cluster_key(inp, c)),
     )
     winner = order[0]
-    total_weight = sum(weights)
+    total_weight = math.fsum(weights)
     runner_up = cluster_weights[order[1]] if len(order) > 1 else 0.0
     weighted_share = cluster_weights[winner] / total_weight if total_weight > 0 else 0.0
     margin = (cluster_weights[winner] - runner_up) / total_weight if total_weight > 0 else 0.0
@@ -77,3 +82,8 @@ def select(scorer: Scorer, inp: ScoringInput) -> Selection:
         margin=margin,
         is_tie=is_tie,
     )
+
+
+def _cluster_key(inp: ScoringInput, cluster: int) -> str:
+    """The smallest normalised answer of a cluster: an order-free name for it."""
+    return min(inp.answers[i].normalized for i in inp.clusters[cluster])

@@ -52,8 +52,9 @@ def test_budget_validation_names_the_field():
 
 
 async def test_no_budget_runs_every_stage():
-    engine = ScriptedEngine(paths=[GOOD, " 1 + 2 = 3\nAnswer: 3"], probe=split_probe)
-    result = await GuardPipeline(engine).run(params())
+    # Three paths against one, so every sub-question has a mode and the ARS is informative.
+    engine = ScriptedEngine(paths=[GOOD, GOOD, GOOD, " 1 + 2 = 3\nAnswer: 3"], probe=split_probe)
+    result = await GuardPipeline(engine).run(params(score_mode="full"))
     assert result.degraded_stages == [] and result.notes == []
     kinds = {k for k, _ in engine.calls}
     assert {"probe", "score"} <= kinds
@@ -101,10 +102,10 @@ async def test_known_cost_skips_probing_without_starting_it():
 
 
 async def test_known_cost_skips_scoring_only():
-    engine = ScriptedEngine(paths=[GOOD, " 1 + 2 = 3\nAnswer: 3"], probe=split_probe)
+    engine = ScriptedEngine(paths=[GOOD, GOOD, GOOD, " 1 + 2 = 3\nAnswer: 3"], probe=split_probe)
     pipeline = GuardPipeline(engine)
     pipeline.costs.observe("score", 1, 1e6)
-    result = await pipeline.run(params(latency_budget_ms=5000))
+    result = await pipeline.run(params(latency_budget_ms=5000, score_mode="full"))
     assert result.degraded_stages == ["score"]
     assert "score" not in {k for k, _ in engine.calls} and "probe" in {k for k, _ in engine.calls}
     assert any("skipped scoring" in n for n in result.notes)

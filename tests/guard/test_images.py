@@ -129,10 +129,12 @@ class ImageRecordingEngine(ScriptedEngine):
 
 async def test_images_reach_sampling_ars_probes_and_scoring():
     engine = ImageRecordingEngine(
-        paths=[" 2 + 1 = 3.\nAnswer: 3", " 2 + 2 = 4.\nAnswer: 4"], ars=ars_json("How many squares are red?"),
-        accepts_images=True,
+        paths=[" 2 + 1 = 3.\nAnswer: 3", " 2 + 1 = 3.\nAnswer: 3", " 2 + 2 = 4.\nAnswer: 4"],
+        ars=ars_json("How many squares are red?"), accepts_images=True,
     )
-    params = GuardParams(question="How many red squares?", images=(ImageInput(encode(), "image/png"),), num_paths=4)
+    # Three paths against one: the sub-question has a mode, so full scoring has something to weigh.
+    params = GuardParams(question="How many red squares?", images=(ImageInput(encode(), "image/png"),), num_paths=4,
+                         score_mode="full")
     result = await GuardPipeline(engine).run(params)
     assert result.sub_questions and result.usage["score"].prompt_tokens > 0
     kinds = {kind for kind, _ in engine.seen}

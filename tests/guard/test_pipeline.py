@@ -55,20 +55,34 @@ async def test_silent_failure_is_detected_end_to_end():
     assert [p.first_failure_step for p in result.paths] == [None, None, None, None]  # no mode is well supported
 
 
-@pytest.mark.parametrize("score_mode, scored", [("full", [16]), ("contested", [8]), ("hard", [])])
+@pytest.mark.parametrize("score_mode, scored", [("full", [12]), ("contested", [8]), ("hard", [])])
 async def test_score_mode_sets_what_is_scored_and_the_silent_failure_stays_detected(score_mode, scored):
-    paths = [f" Step {i}.\nAnswer: 12" for i in range(4)]
+    paths = [f" Step {v}.\nAnswer: 12" for v in (1, 1, 2, 3)]
     engine = ScriptedEngine(paths=paths, probe=lambda path, sub: path.split()[1].rstrip("."))
     result = await GuardPipeline(engine).run(
         GuardParams(question="q?", num_paths=4, sub_questions=("What is the first value?",), score_mode=score_mode)
     )
-    # Four different sub-answers: full scores all 4 under each of the 4 paths, contested 2 (the mode
-    # against the path's own answer), hard none.
+    # Three different sub-answers, mode "1" on 2 of 4 paths: full scores all 3 under each of the 4
+    # paths, contested 2 (the mode against the path's own answer or the runner-up), hard none.
     assert [n for kind, n in engine.calls if kind == "score"] == scored
+    # Every path answers 12 but only half agree on the step: TRACE's silent failure.
+    assert result.region is Region.SILENT_RISK
     assert result.decision is Decision.ABSTAIN and result.abstain_reason is AbstainReason.SILENT_FAILURE
-    assert result.confidence < 0.3
-    # The path that gave the modal sub-answer puts (nearly) all its mass on it, the others little.
-    assert result.paths[0].support > 0.9 and all(p.support < 0.1 for p in result.paths[1:])
+    # The paths that gave the modal sub-answer put (nearly) all their mass on it, the others little.
+    assert all(p.support > 0.9 for p in result.paths[:2]) and all(p.support < 0.1 for p in result.paths[2:])
+
+
+async def test_no_step_agreement_at_all_is_a_silent_failure():
+    # Four different intermediate values: no step has a mode, so nothing is scored and TRACE is the
+    # plain vote (it says so), but the unanimous answer still abstains as a silent failure.
+    paths = [f" Step {i}.\nAnswer: 12" for i in range(4)]
+    engine = ScriptedEngine(paths=paths, probe=lambda path, sub: path.split()[1].rstrip("."))
+    result = await GuardPipeline(engine).run(
+        GuardParams(question="q?", num_paths=4, sub_questions=("What is the first value?",), score_mode="full")
+    )
+    assert [kind for kind, _ in engine.calls].count("score") == 0
+    assert result.confidence == 1.0 and any("answer-only consistency" in n for n in result.notes)
+    assert result.decision is Decision.ABSTAIN and result.abstain_reason is AbstainReason.SILENT_FAILURE
 
 
 async def test_model_generated_ars_then_cache_hit():

@@ -97,13 +97,14 @@ def test_contested_mode_weighs_the_mode_against_each_paths_own_answer():
         (["5", "5", "5", "5", "5", "5", "3", "8"], False),  # 6 of 8 agree: left to hard agreement
         (["5", "5", "5", "5", "5", "3", "3", "8"], True),  # 5 of 8: contested
         (["5", "5", "5", "3"], False),  # 3 of 4
-        (["5", "5", "3", "3"], True),
+        (["5", "5", "3", "8"], True),  # 2 of 4, a strict mode: contested
+        (["5", "5", "3", "3"], False),  # no strict mode: consistency reads nothing from it
     ],
 )
 def test_contested_mode_skips_sub_questions_most_paths_agree_on(row, scored):
     from guard.params import ScoreMode
 
-    plan = _plan([row, ["1", "2"] * (len(row) // 2)], ScoreMode.CONTESTED)
+    plan = _plan([row, ["1", "1", "2", "3"] * (len(row) // 4)], ScoreMode.CONTESTED)
     assert {k for k, _, _ in plan.index} == ({0, 1} if scored else {1})
     assert plan.base[0] == [None] * len(row)  # unscored: analyze_ars falls back to the hard answers
 

@@ -1,5 +1,7 @@
 """Scorers and selection: majority, DeepConf and TRACE weights, confidence, ties; policy regions and decisions."""
 
+import json
+
 import pytest
 
 from guard.answers import Answer, AnswerKind
@@ -85,7 +87,6 @@ def test_trace_weights_by_support_and_flags_silent_failure():
     inp = make_input(values, ars=ars)
     sel = select(SCORERS["trace"], inp)
     assert sel.vote_share == 1.0
-    assert sel.confidence < 0.5
     verdict = decide(sel, ars, [0, 1, 2, 3], "trace", Policy())
     assert verdict.region is Region.SILENT_RISK
     assert verdict.decision is Decision.ABSTAIN
@@ -133,12 +134,94 @@ def test_decisions_and_regions(values, sub_answers, decision, region, reason):
 
 def test_policy_roundtrip(tmp_path):
     path = tmp_path / "policy.json"
-    Policy(thresholds={"trace": 0.7}, step_agreement=0.4).dump(path, calibration={"alpha": 0.1})
+    Policy(thresholds={"trace": 0.7}, silent_risk=0.4, abstain_on_silent_risk=False).dump(
+        path, calibration={"alpha": 0.1})
+    assert "SILENT_RISK" in json.loads(path.read_text())["rule"]
     loaded = Policy.load(path)
     assert loaded.threshold_for("trace") == 0.7
     assert loaded.threshold_for("majority") == loaded.default_threshold
-    assert loaded.step_agreement == 0.4
+    assert loaded.silent_risk == 0.4 and loaded.abstain_on_silent_risk is False
     assert loaded.source == str(path)
+    # Files written before the silent-risk gate name the same threshold step_agreement.
+    path.write_text('{"step_agreement": 0.3}')
+    assert Policy.load(path).silent_risk == 0.3
     path.write_text('{"nonsense": 1}')
     with pytest.raises(ValueError, match="nonsense"):
         Policy.load(path)
+
+
+def test_silent_risk_gate_can_be_turned_off():
+    values = ["9", "9", "9", "9"]
+    ars = analyze_ars(["s1"], [["1", "2", "3", "4"]])
+    inp = make_input(values, ars=ars)
+    sel = select(SCORERS["trace"], inp)
+    verdict = decide(sel, ars, [0, 1, 2, 3], "trace", Policy(abstain_on_silent_risk=False))
+    assert verdict.region is Region.SILENT_RISK and verdict.decision is Decision.ACCEPT
+
+
+def guarded(values, sub_answers, scorer="trace", soft=None, policy=Policy()):
+    """Run the decision core on one hand-built path set, as the pipeline does."""
+    finals = [v or "" for v in values]
+    ars = analyze_ars([f"s{k}" for k in range(len(sub_answers))], sub_answers, soft, final_answers=finals,
+                      ffs_threshold=policy.ffs_agreement) if sub_answers else None
+    inp = make_input(values, ars=ars)
+    sel = select(SCORERS[scorer], inp)
+    winner_paths = list(inp.clusters[sel.winner]) if sel.winner is not None else []
+    verdict = decide(sel, ars, winner_paths, scorer, policy)
+    answer = inp.answers[winner_paths[0]].normalized if winner_paths else None
+    return sel, verdict, answer, ars
+
+
+def test_no_readable_probe_answer_falls_back_to_the_vote():
+    # Item 1: every probe cut or unreadable. Before: all supports 0, every cluster weighed 0, a 7-1
+    # vote came back ABSTAIN/TIE at confidence 0.
+    values = ["12"] * 7 + ["11"]
+    sel, verdict, answer, ars = guarded(values, [[""] * 8, [""] * 8])
+    assert not ars.informative
+    assert (verdict.decision, answer, sel.is_tie) == (Decision.ACCEPT, "12", False)
+    assert sel.confidence == pytest.approx(7 / 8)
+
+
+def test_an_even_split_is_a_tie_whatever_the_path_order():
+    # Item 2: 4 paths answer 21 and 4 answer 20, sub-answers split the same way. Before: trace
+    # accepted whichever answer came first at confidence 0.5 as RELIABLE.
+    values = ["21"] * 4 + ["20"] * 4
+    subs = [["15"] * 4 + ["14"] * 4]
+    for order in (list(range(8)), list(reversed(range(8)))):
+        sel, verdict, answer, _ = guarded([values[i] for i in order], [[subs[0][i] for i in order]])
+        assert (verdict.decision, verdict.abstain_reason, verdict.region) == (
+            Decision.ABSTAIN, AbstainReason.TIE, Region.UNCERTAIN)
+        assert answer == "20"  # ties name the same answer in any order
+
+
+def test_unanswered_probes_do_not_make_a_silent_risk():
+    # Item 3: a 7-1 vote whose winning paths agree on the step, except the two that could not answer
+    # it. Before: missing counted as departing and the request came out SILENT_RISK.
+    values = ["12"] * 7 + ["11"]
+    subs = [["5", "5", "5", "5", "5", "", "", "4"]]
+    sel, verdict, answer, ars = guarded(values, subs)
+    assert (verdict.decision, verdict.region, answer) == (Decision.ACCEPT, Region.RELIABLE, "12")
+    assert ars.first_failure_step == [None] * 7 + [1]
+    assert ars.answered == [6]
+
+
+def test_unanimous_answer_with_scattered_steps_abstains_as_silent_failure():
+    # Item 4: an 8-0 vote whose intermediate values all differ. Before: confidence 0.90 and ACCEPT.
+    values = ["30"] * 8
+    subs = [[str(v) for v in range(8)], [str(v) for v in range(10, 18)], ["30"] * 8]
+    sel, verdict, answer, ars = guarded(values, subs)
+    assert ars.echo == [False, False, True]  # the last step only repeats the final answer
+    assert (verdict.decision, verdict.abstain_reason, verdict.region) == (
+        Decision.ABSTAIN, AbstainReason.SILENT_FAILURE, Region.SILENT_RISK)
+    # The vote cannot see it.
+    assert guarded(values, [], scorer="majority")[1].decision is Decision.ACCEPT
+
+
+def test_deepconf_keeps_the_top_90_or_10_percent():
+    # Item 6: at N=8 `deepconf` used to keep ceil(0.9 * 8) = 8 paths, filtering nothing.
+    tokens = [[[-0.01, -(6.0 - 0.5 * i)]] * 10 for i in range(8)]  # path 0 the most confident, 7 the least
+    inp = make_input(["5"] * 8, top_logprobs=tokens)
+    high = SCORERS["deepconf"].weights(inp)
+    assert high[7] == 0.0 and all(w > 0 for w in high[:7])
+    low = SCORERS["deepconf-low"].weights(inp)
+    assert low[0] > 0 and all(w == 0.0 for w in low[1:])  # at least one path, the most confident
