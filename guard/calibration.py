@@ -53,6 +53,9 @@ def fit_threshold(
 ) -> CalibrationResult:
     """Lowest threshold whose accepted set has error rate <= target_risk with probability >= 1 - delta.
 
+    An item whose confidence is -inf is one the deployed rule abstains on whatever the threshold: it
+    is never accepted, but it stays in the coverage denominator.
+
     Fixed-sequence testing over thresholds from strict to lenient: each threshold is tested at level
     delta (binomial upper bound <= target), and the walk stops at the first failure. Because the
     order is fixed in advance, the family-wise error stays at delta without a Bonferroni split.
@@ -67,6 +70,8 @@ def fit_threshold(
     items = sorted(zip(confidences, correct), key=lambda item: -item[0])
     accepted = errors = 0
     for i, (threshold, ok) in enumerate(items):
+        if threshold == -math.inf:
+            break  # gated items (tie, silent failure, no answer) abstain at any threshold
         accepted += 1
         errors += 0 if ok else 1
         # Items tied at this confidence are accepted together: test once the last of them is in.
@@ -127,30 +132,43 @@ class SplitCheck:
     """Held-out risk and coverage of the fitted threshold over many random fit/held-out splits."""
 
     splits: int
-    feasible: int  # splits on which some threshold could be certified
-    held_out_risk_mean: float  # over feasible splits that accepted something
-    held_out_coverage_mean: float  # over all splits (an infeasible split covers nothing)
-    within_target: float  # share of splits whose held-out risk is at most the target
+    certified_and_met: int  # a threshold was certified and the held-out risk met the target
+    certified_and_missed: int  # a threshold was certified and the held-out risk exceeded the target
+    nothing_certified: int  # no threshold could be certified: the policy abstains on everything
+    held_out_risk_mean: float  # over certified splits that accepted something on the held-out part
+    held_out_coverage_mean: float  # over all splits (an uncertified split covers nothing)
+    # certified_and_met / certified splits (nan when none certified): what the guarantee is about.
+    within_target: float
+
+    @property
+    def certified(self) -> int:
+        return self.certified_and_met + self.certified_and_missed
 
 
 def check_splits(
     confidences: Sequence[float], correct: Sequence[bool], target_risk: float, delta: float,
     fit_fraction: float, seeds: Sequence[int],
 ) -> SplitCheck:
-    """Refit on each seed's split and measure on its held-out part: how often the target holds there."""
-    risks, coverages, within, feasible = [], [], 0, 0
+    """Refit on each seed's split and measure on its held-out part: how often the target holds there.
+
+    A split that certifies nothing accepts nothing; it is counted apart, never as meeting the target.
+    """
+    risks, coverages, met, missed, nothing = [], [], 0, 0, 0
     for seed in seeds:
         fitted = fit_on_split(confidences, correct, target_risk, delta, fit_fraction, seed)
-        # An infeasible fit has an infinite threshold: it accepts nothing, risk and coverage 0.
-        risk, coverage = fitted.held_out_risk, fitted.held_out_coverage
-        feasible += fitted.result.feasible
-        if fitted.result.feasible and coverage > 0:
-            risks.append(risk)
-        coverages.append(coverage)
-        within += risk <= target_risk
+        coverages.append(fitted.held_out_coverage)
+        if not fitted.result.feasible:
+            nothing += 1
+            continue
+        if fitted.held_out_coverage > 0:
+            risks.append(fitted.held_out_risk)
+        if fitted.held_out_risk <= target_risk:
+            met += 1
+        else:
+            missed += 1
     return SplitCheck(
-        splits=len(seeds), feasible=feasible,
-        held_out_risk_mean=sum(risks) / len(risks) if risks else 0.0,
+        splits=len(seeds), certified_and_met=met, certified_and_missed=missed, nothing_certified=nothing,
+        held_out_risk_mean=sum(risks) / len(risks) if risks else float("nan"),
         held_out_coverage_mean=sum(coverages) / len(coverages) if coverages else 0.0,
-        within_target=within / len(seeds) if seeds else 0.0,
+        within_target=met / (met + missed) if met + missed else float("nan"),
     )

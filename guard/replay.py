@@ -92,6 +92,16 @@ class Outcome:
     region: Region
     ars_agreement: float  # mean hard agreement of the ARS (nan when none)
     any_correct: bool
+    # Whether the deployed rule could accept this item at some threshold (no tie, no silent-failure
+    # gate, an answer): calibration certifies the threshold over these.
+    eligible: bool = True
+    echo: int = 0  # echo sub-questions (restating the question or the paths' own final answers)
+    sub_questions: int = 0
+
+    @property
+    def gated_confidence(self) -> float:
+        """The confidence as the deployed rule sees it: -inf where a gate abstains at any threshold."""
+        return self.confidence if self.eligible else float("-inf")
 
 
 def rescore(record: Record, scorer: str, policy: Policy) -> Outcome:
@@ -107,6 +117,9 @@ def rescore(record: Record, scorer: str, policy: Policy) -> Outcome:
         region=verdict.region,
         ars_agreement=inp.ars.mean_agreement if inp.ars else float("nan"),
         any_correct=any(record.is_correct(a) for a in inp.answers),
+        eligible=verdict.gate is None,
+        echo=inp.ars.num_echo if inp.ars else 0,
+        sub_questions=len(inp.ars.sub_questions) if inp.ars else 0,
     )
 
 
@@ -133,6 +146,23 @@ def ffs_matches(record: Record, policy: Policy) -> tuple[int, int]:
         total += 1
         matches += int(inp.ars.first_failure_step[i] == first_wrong)
     return matches, total
+
+
+def merge(record_sets: Iterable[Iterable[Record]]) -> list[Record]:
+    """Records of several files as one set, one record per problem id.
+
+    The same problem read twice from identical records counts once (it would otherwise land in both
+    halves of a calibration split); two different records under one id are refused.
+    """
+    by_id: dict[str, Record] = {}
+    for records in record_sets:
+        for rec in records:
+            seen = by_id.get(rec.problem_id)
+            if seen is None:
+                by_id[rec.problem_id] = rec
+            elif (seen.gold, seen.answers, seen.path_answers) != (rec.gold, rec.answers, rec.path_answers):
+                raise ValueError(f"problem {rec.problem_id!r} has two different records (gold or samples differ)")
+    return list(by_id.values())
 
 
 def save(records: Iterable[Record], path: Path) -> None:

@@ -131,6 +131,9 @@ def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | 
                 agreement=row.agreement,
                 soft_agreement=row.soft_agreement,
                 path_answers=row.path_answers,
+                answered=row.answered,
+                echo=row.echo,
+                echo_paths=row.echo_paths,
             )
         )
     for phase, usage in result.usage.items():

@@ -131,7 +131,8 @@ def outcome_record(result: GuardResult) -> dict[str, Any]:
         "ars_source": result.ars_source.value,
         "ars": [
             {"sub_question": s.sub_question, "modal_answer": s.modal_answer, "agreement": s.agreement,
-             "soft_agreement": s.soft_agreement, "path_answers": s.path_answers}
+             "soft_agreement": s.soft_agreement, "path_answers": s.path_answers, "answered": s.answered,
+             "echo": s.echo, "echo_paths": s.echo_paths}
             for s in result.sub_questions
         ],
         "paths": [

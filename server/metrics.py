@@ -44,6 +44,16 @@ class GuardMetrics:
             "trace_guard_first_failure_step", "First Failure Step of paths that departed from the consensus.",
             buckets=FFS_BUCKETS, registry=r,
         )
+        self.sub_questions = Counter(
+            "trace_guard_sub_questions_total",
+            "Probed sub-questions by kind (echo: restates the question or is answered with each path's own "
+            "final answer, left out of support and FFS; informative: the rest).", ["kind"], registry=r,
+        )
+        self.probe_answers_missing = Counter(
+            "trace_guard_probe_answers_missing_total",
+            "Probe answers that could not be read (left out of agreement, not counted as disagreement).",
+            registry=r,
+        )
         self.paths = Counter("trace_guard_paths_total", "Reasoning paths sampled.", registry=r)
         self.tokens = Counter(
             "trace_guard_tokens_total", "Tokens by pipeline phase and kind (prompt, generated, cached).",
@@ -123,6 +133,9 @@ class GuardMetrics:
         for path in result.paths:
             if path.first_failure_step is not None:
                 self.first_failure_step.observe(path.first_failure_step)
+        for row in result.sub_questions:
+            self.sub_questions.labels("echo" if row.echo else "informative").inc()
+            self.probe_answers_missing.inc(len(row.path_answers) - row.answered)
         self.paths.inc(len(result.paths))
         for stage in result.degraded_stages:
             self.degraded.labels(stage).inc()

@@ -1,10 +1,11 @@
 """Calibration: binomial bounds, fixed-sequence threshold fitting, splits."""
 
+import math
 import random
 
 import pytest
 
-from guard.calibration import binomial_upper_bound, fit_threshold, risk_and_coverage, split
+from guard.calibration import binomial_upper_bound, check_splits, fit_threshold, risk_and_coverage, split
 
 
 @pytest.mark.parametrize(
@@ -75,9 +76,35 @@ def test_check_splits_refits_per_split_and_measures_held_out():
         conf.append(0.9 if high else 0.3)
         ok.append(rng.random() < (0.95 if high else 0.2))
     check = check_splits(conf, ok, target_risk=0.15, delta=0.1, fit_fraction=0.5, seeds=range(20))
-    assert check.splits == 20 and check.feasible == 20
+    assert check.splits == 20 and check.certified == 20
     assert 0.4 < check.held_out_coverage_mean < 0.6  # only the 0.9 items are accepted
     assert check.held_out_risk_mean < 0.15 and check.within_target >= 0.9
-    # A target no threshold can meet: nothing accepted on any split, risk 0 by convention.
+    # A target no threshold can meet: nothing certified on any split, and that is not "meeting" it
+    # (it used to count as within target on every split).
     none = check_splits(conf, ok, target_risk=0.01, delta=0.1, fit_fraction=0.5, seeds=range(5))
-    assert none.feasible == 0 and none.held_out_coverage_mean == 0.0 and none.within_target == 1.0
+    assert none.nothing_certified == 5 and none.certified == 0 and none.held_out_coverage_mean == 0.0
+    assert math.isnan(none.within_target)
+
+
+def test_check_splits_counts_certified_misses():
+    # Confidence carries no information and half the answers are wrong: at a lenient target some
+    # splits certify and then miss on the held-out half.
+    rng = random.Random(2)
+    conf = [rng.random() for _ in range(200)]
+    ok = [rng.random() < 0.6 for _ in conf]
+    check = check_splits(conf, ok, target_risk=0.45, delta=0.4, fit_fraction=0.5, seeds=range(40))
+    assert check.certified_and_met + check.certified_and_missed + check.nothing_certified == 40
+    assert check.certified_and_missed > 0
+    assert check.within_target == check.certified_and_met / check.certified
+
+
+def test_gated_items_are_never_accepted_but_stay_in_the_coverage():
+    # Two items are right at high confidence but a gate (tie, silent failure) abstains on them anyway.
+    conf = [0.9] * 40 + [float("-inf")] * 2 + [0.2] * 40
+    ok = [True] * 42 + [False] * 40
+    result = fit_threshold(conf, ok, target_risk=0.1, delta=0.1)
+    assert result.feasible and result.threshold == 0.9 and result.fit_accepted == 40
+    risk, coverage = risk_and_coverage(conf, ok, result.threshold)
+    assert coverage == pytest.approx(40 / 82) and risk == 0.0
+    # A lenient target never reaches the gated items either.
+    assert fit_threshold(conf, ok, target_risk=0.9, delta=0.1).fit_accepted == 80

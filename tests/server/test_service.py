@@ -199,7 +199,7 @@ async def test_get_info(scripted_server):
     assert info.defaults.num_paths == 8 and info.defaults.scorer == "trace"
     assert info.limits.max_num_paths == 64
     assert info.limits.max_concurrent_requests == 8
-    assert set(info.scorers) == {"majority", "deepconf", "trace"}
+    assert set(info.scorers) == {"majority", "deepconf", "deepconf-low", "trace"}
 
 
 async def test_reflection_lists_services(scripted_server):
@@ -251,5 +251,31 @@ async def test_truncated_completions_are_reported_and_counted():
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
         assert 'trace_guard_truncated_completions_total{phase="sample"} 3.0' in text
         assert 'trace_guard_truncated_completions_total{phase="probe"} 3.0' in text
+    finally:
+        await stop_server(handle)
+
+
+async def test_echo_and_missing_probe_answers_are_reported_and_counted():
+    # One sub-question every path answers with its own final answer (an echo), one that one path
+    # cannot answer (missing, not disagreeing).
+    def probe(path: str, sub: str) -> str:
+        if sub == "What is the total?":
+            return "12"
+        return "" if "first" in path else "7"
+
+    engine = ScriptedEngine(paths=[" first 7 + 5 = 12.\nAnswer: 12", " 7 + 5 = 12.\nAnswer: 12"], probe=probe)
+    handle = await start_server(engine)
+    try:
+        resp = await stub(handle).Guard(pb.GuardRequest(
+            question="q?", num_paths=4, sub_questions=["What is the total?", "How many at first?"]))
+        echo, informative = resp.sub_questions
+        assert echo.echo and echo.echo_paths == 4 and echo.answered == 4
+        assert not informative.echo and informative.answered == 2 and informative.modal_answer == "7"
+        assert resp.decision == pb.DECISION_ACCEPT and resp.region == pb.REGION_RELIABLE
+        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        assert 'trace_guard_sub_questions_total{kind="echo"} 1.0' in text
+        assert 'trace_guard_sub_questions_total{kind="informative"} 1.0' in text
+        assert "trace_guard_probe_answers_missing_total 2.0" in text
     finally:
         await stop_server(handle)
