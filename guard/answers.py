@@ -7,9 +7,12 @@ import functools
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+from guard.clock import TIME_IN_TEXT, canonical_time
+from guard.units import canonical_unit
 
 
 class AnswerKind(enum.Enum):
@@ -18,6 +21,8 @@ class AnswerKind(enum.Enum):
     TEXT = "text"
     # A LaTeX/sympy expression that is not a plain (rational) number, e.g. sqrt(2), x + 1, 2*pi.
     MATH = "math"
+    # A clock time ("12:30", "2:30 pm"): its digits are not the number 1230 or 2.
+    TIME = "time"
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,23 @@ class Answer:
       TEXT:   lower case, punctuation and articles removed, single spaces ("paris", "eiffel tower").
       MATH:   sympy's printing of the parsed expression ("sqrt(2)", "x + 1", "2*pi"); the compacted
               LaTeX when math-verify cannot parse it.
+      TIME:   24-hour "HH:MM", ":SS" added when non-zero ("2:30 pm" -> "14:30", "12:05 am" -> "00:05").
+
+    `unit` is the canonical unit of a NUMBER (see guard/units.py: "km", "h", "USD", "%"), None when
+    it has none or an unknown one ("12 apples"). It is not part of `normalized`, so "5 km" and "5 m"
+    share normalized "5"; answers_equivalent and cluster_answers tell them apart by `unit`.
     """
 
     raw: str
     normalized: str
     kind: AnswerKind
+    # Derived from `raw` rather than passed in, so an Answer rebuilt from a stored
+    # (raw, normalized, kind) triple (guard/replay.py) has the same unit as the original.
+    unit: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind is AnswerKind.NUMBER:
+            object.__setattr__(self, "unit", _unit_of(self.raw))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,15 +74,16 @@ _MARKER_RE = re.compile(
 )
 
 _OPTION_KEYWORD_RE = re.compile(r"(?:option|choice)\s*[:#]?\s*\(?([A-Ja-j])\)?", re.IGNORECASE)
-# An option letter leading a longer answer: "(B) 42 apples", "B) 42", "B. 42", "option C because".
+# An option letter leading a longer answer: "(B) 42 apples", "B) 42", "b. 42", "option C because".
+# A lower-case letter needs its ")", "." or ":" too: "a dog", "a lot" are words, not option A.
 _OPTION_PREFIX_RE = re.compile(
     r"\(\s*(?P<p>[A-Ja-j])\s*\)(?=[\s.,:;]|$)"
-    r"|(?P<bare>[A-J])(?:\)|[.:]\s)"
+    r"|(?P<bare>[A-Ja-j])(?:\)|[.:]\s)"
     r"|(?i:option|choice)\s*\(?(?P<kw>[A-Ja-j])\)?(?![\w])"
 )
 
 _PLAIN_NUMBER_RE = re.compile(
-    r"(?P<sign>[-+]?)\s*[$€£¥]?\s*(?P<sign2>[-+]?)\s*"
+    r"(?P<sign>[-+]?)\s*(?P<currency>[$€£¥]?)\s*(?P<sign2>[-+]?)\s*"
     r"(?:"
     r"(?:(?P<whole>\d+)\s+)?(?P<num>\d+)\s*/\s*(?P<den>\d+)"
     r"|(?P<dec>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?P<exp>[eE][-+]?\d{1,3})?"
@@ -105,10 +123,34 @@ _LATEX_REPLACEMENTS = (
     ("\\quad", " "),
 )
 
-_NUMBER_IN_TEXT_RE = re.compile(
-    r"(?<![\w.])(?:[-\u2212]\s?)?[$€£¥]?"
+# Not after "^": the 2 of "12 cm^2" is an exponent, not a value.
+_NUMBER_IN_TEXT = (
+    r"(?<![\w.^])(?:[-\u2212]\s?)?[$€£¥]?"
     r"(?:(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+(?![\d.]))?|\.\d+)"
 )
+# Times first: at "2:30 pm" the number alternative would read 2 (and then 30).
+_VALUE_IN_TEXT_RE = re.compile(rf"(?P<time>{TIME_IN_TEXT})|(?P<number>{_NUMBER_IN_TEXT})", re.IGNORECASE)
+# The unit words right after a number found in prose ("km", "square meters", "per hour", "km/h").
+_UNIT_AFTER_RE = re.compile(
+    r"[ \t]*(?:per\s+cent\b"
+    r"|(?:(?:per|square|sq|cubic|cu)\s+)?(?:%|[A-Za-z][\w/^²³{}]*)(?:\s+per\s+[A-Za-z]+)?)",
+    re.IGNORECASE,
+)
+_CURRENCY_RE = re.compile(r"[$€£¥]")
+
+# "4 (2+2)", "15 (24 - 9)": a number followed by its working. math-verify reads the juxtaposition
+# as a product (16, 225); the model meant the leading number.
+_TRAILING_WORKING_RE = re.compile(r"(?P<head>.*?\S)\s+\((?:[^()]|\([^()]*\))*\)", re.DOTALL)
+
+# "not 5, it is 6": a value the answer is said not to be, then the one it is.
+_NEGATION_RE = re.compile(r"\s*(?:not|n['\u2019]t)\b", re.IGNORECASE)
+_NEGATION_TURN_RE = re.compile(r"[,;](?!\d)|\s+(?:but|rather|instead)\b|\s+[-\u2013\u2014]+\s", re.IGNORECASE)
+_TURN_FILLER_RE = re.compile(
+    r"\s*(?:(?:but|rather|instead)\s+)?(?:(?:it|that|the\s+answer)\s*(?:is|['\u2019]s)\s+)?"
+    r"(?:(?:actually|rather|instead)\s+)?",
+    re.IGNORECASE,
+)
+_NEGATED_BEFORE_RE = re.compile(r"(?:\bnot|n['\u2019]t)\s*$", re.IGNORECASE)
 
 _WRAPPER_CMD_RE = re.compile(r"\\(?:boxed|fbox|text|textrm|textbf|textit|mathrm|mathbf|mbox)\s*\{")
 _WRAPPER_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ('"', '"'), ("\u201c", "\u201d"))
@@ -177,7 +219,7 @@ def normalize_answer(raw: str) -> Answer | None:
     s = _strip_wrappers(raw)
     if not s:
         return None
-    answer = _normalize_fast(raw, s)
+    answer = _normalize_fast(raw, s) or _option_prefix(raw, s)
     if answer is not None:
         return answer
     if _looks_like_math(s):
@@ -188,6 +230,8 @@ def normalize_answer(raw: str) -> Answer | None:
 
 
 def answers_equivalent(a: Answer, b: Answer) -> bool:
+    if _units_conflict(a.unit, b.unit):
+        return False
     if a.kind is b.kind and a.normalized == b.normalized:
         return True
     if a.kind is b.kind:
@@ -213,26 +257,41 @@ def cluster_answers(answers: Sequence[Answer | None]) -> list[list[int]]:
     """Group indices of equivalent answers; None answers are in no cluster; clusters ordered by first appearance."""
     clusters: list[list[int]] = []
     representatives: list[Answer] = []
+    # The first unit seen in each cluster: a unit-less representative ("5") matches both "5 km" and
+    # "5 m", which must still not end up in one cluster through it.
+    cluster_units: list[str | None] = []
     # Identical answers land where their first copy did, so math-verify runs once per distinct
-    # answer instead of once per sample.
-    placed: dict[tuple[AnswerKind, str], int] = {}
+    # answer instead of once per sample. The unit is part of the identity: "5 km" and "5 m" share
+    # their normalized "5".
+    placed: dict[tuple[AnswerKind, str, str | None], int] = {}
     for index, answer in enumerate(answers):
         if answer is None:
             continue
-        key = (answer.kind, answer.normalized)
+        key = (answer.kind, answer.normalized, answer.unit)
         cluster = placed.get(key)
         if cluster is None:
             cluster = next(
-                (c for c, rep in enumerate(representatives) if answers_equivalent(rep, answer)),
+                (
+                    c
+                    for c, rep in enumerate(representatives)
+                    if not _units_conflict(cluster_units[c], answer.unit) and answers_equivalent(rep, answer)
+                ),
                 None,
             )
             if cluster is None:
                 cluster = len(clusters)
                 clusters.append([])
                 representatives.append(answer)
+                cluster_units.append(None)
+            cluster_units[cluster] = cluster_units[cluster] or answer.unit
             placed[key] = cluster
         clusters[cluster].append(index)
     return clusters
+
+
+def _units_conflict(a: str | None, b: str | None) -> bool:
+    # Only two known, different units conflict: a bare "5" may be the "5 km" the question asked for.
+    return a is not None and b is not None and a != b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +345,17 @@ def _rest_of_line(text: str, start: int) -> str:
 
 
 def _answer_from_span(span: str, source: str) -> Answer | None:
+    # "not 5, it is 6": the answer is what follows the turn (a loop, not recursion: "not 5, not 6,
+    # ..." may repeat). "not 5" alone only says what the answer is not; "Not enough information"
+    # is still a text answer.
+    while (negation := _NEGATION_RE.match(span)) is not None:
+        turn = _NEGATION_TURN_RE.search(span, negation.end())
+        if turn is None:
+            if _VALUE_IN_TEXT_RE.search(span):
+                return None
+            break
+        span = span[turn.end() :]
+        span = span[_TURN_FILLER_RE.match(span).end() :]
     raw = span.strip().strip("*_").strip()
     s = _strip_wrappers(raw)
     if not s:
@@ -297,10 +367,9 @@ def _answer_from_span(span: str, source: str) -> Answer | None:
         # Whatever the model boxed is its answer, prose included.
         return normalize_answer(raw)
 
-    match = _OPTION_PREFIX_RE.match(s)
-    if match is not None:
-        letter = match.group("p") or match.group("bare") or match.group("kw")
-        return Answer(raw=match.group(0).strip(), normalized=letter.upper(), kind=AnswerKind.OPTION)
+    answer = _option_prefix(None, s)
+    if answer is not None:
+        return answer
 
     if "=" in s:
         # "5 + 7 = 12": the result is what follows the last equals sign.
@@ -319,11 +388,9 @@ def _answer_from_span(span: str, source: str) -> Answer | None:
         if answer is not None:
             return answer
 
-    match = _NUMBER_IN_TEXT_RE.search(sentence)
-    if match is not None:
-        value = _parse_plain_number(match.group(0))
-        if value is not None:
-            return _number_answer(match.group(0), value)
+    answer = next(_values_in_text(sentence), None)
+    if answer is not None:
+        return answer
 
     if source in ("hash", "bare"):
         # "#### Step 3" headings and "the final answer will be..." prose are not text answers.
@@ -338,11 +405,40 @@ def _answer_from_span(span: str, source: str) -> Answer | None:
 
 
 def _last_number(text: str) -> Answer | None:
-    for match in reversed(list(_NUMBER_IN_TEXT_RE.finditer(text))):
-        value = _parse_plain_number(match.group(0))
-        if value is not None:
-            return _number_answer(match.group(0), value)
+    for match in reversed(list(_VALUE_IN_TEXT_RE.finditer(text))):
+        # "11, not 12": a negated value is what the answer is not.
+        if _NEGATED_BEFORE_RE.search(text, max(0, match.start() - 8), match.start()):
+            continue
+        answer = _value_answer(text, match)
+        if answer is not None:
+            return answer
     return None
+
+
+def _values_in_text(text: str) -> Iterator[Answer]:
+    """Numbers and clock times in prose, in order, as answers."""
+    for match in _VALUE_IN_TEXT_RE.finditer(text):
+        answer = _value_answer(text, match)
+        if answer is not None:
+            yield answer
+
+
+def _value_answer(text: str, match: re.Match[str]) -> Answer | None:
+    if match.group("time") is not None:
+        return _time_answer(match.group(0), match.group(0))
+    raw = match.group(0)
+    value = _parse_plain_number(raw)
+    if value is None:
+        return None
+    # The answer's unit is derived from its raw, so the raw keeps the words that change the unit:
+    # "5 km", and "$15 per hour" (a rate: no unit, where "$15" alone would be dollars).
+    following = _UNIT_AFTER_RE.match(text, match.end())
+    if following is not None:
+        currency = _CURRENCY_RE.search(raw)
+        prefix = currency.group(0) if currency is not None else ""
+        if canonical_unit(following.group(0), prefix) != canonical_unit("", prefix):
+            raw += following.group(0)
+    return _number_answer(raw, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +453,11 @@ def _normalize_fast(raw: str, s: str) -> Answer | None:
     letter = _option_letter(s)
     if letter is not None:
         return Answer(raw=raw, normalized=letter, kind=AnswerKind.OPTION)
+    # Before numbers: "2:30 pm" would otherwise read as 2 with unit "pm".
+    if s[0].isdigit() and (":" in s or "m" in s.lower()):
+        answer = _time_answer(raw, s)
+        if answer is not None:
+            return answer
     value = _parse_plain_number(s)
     if value is not None:
         return _number_answer(raw, value)
@@ -366,8 +467,19 @@ def _normalize_fast(raw: str, s: str) -> Answer | None:
     return None
 
 
+def _option_prefix(raw: str | None, s: str) -> Answer | None:
+    """Option "B" of "B) 42", "(b) 42 apples", "option C because ..."; raw None: the prefix itself."""
+    match = _OPTION_PREFIX_RE.match(s)
+    if match is None:
+        return None
+    letter = match.group("p") or match.group("bare") or match.group("kw")
+    raw = match.group(0).strip() if raw is None else raw
+    return Answer(raw=raw, normalized=letter.upper(), kind=AnswerKind.OPTION)
+
+
 def _option_letter(s: str) -> str | None:
-    match = re.fullmatch(r"\(\s*([A-Ja-j])\s*\)|\[([A-J])\]|([A-J])[).:]?", s)
+    # A lone lower-case letter is an option too ("b", "b)"): as a whole answer it is no word.
+    match = re.fullmatch(r"\(\s*([A-Ja-j])\s*\)|\[([A-Ja-j])\]|([A-Ja-j])[).:]?", s)
     if match is None:
         match = _OPTION_KEYWORD_RE.fullmatch(s)
     if match is None:
@@ -375,14 +487,40 @@ def _option_letter(s: str) -> str | None:
     return next(g for g in match.groups() if g).upper()
 
 
+def _time_answer(raw: str, s: str) -> Answer | None:
+    normalized = canonical_time(s)
+    return None if normalized is None else Answer(raw=raw, normalized=normalized, kind=AnswerKind.TIME)
+
+
 def _parse_plain_number(s: str) -> Fraction | None:
+    quantity = _parse_quantity(s)
+    return quantity[0] if quantity is not None else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit_of(raw: str) -> str | None:
+    quantity = _parse_quantity(_strip_wrappers(raw))
+    return quantity[1] if quantity is not None else None
+
+
+def _parse_quantity(s: str) -> tuple[Fraction, str | None] | None:
+    """A plain number's value and canonical unit ("$5", "x = 5 km", "15 km (24 - 9)")."""
     s = _clean_latex_number(s)
-    value = _parse_number_body(s)
-    if value is None:
+    quantity = _parse_assigned_number(s)
+    if quantity is None and s.endswith(")"):
+        working = _TRAILING_WORKING_RE.fullmatch(s)
+        if working is not None:
+            quantity = _parse_assigned_number(working.group("head"))
+    return quantity
+
+
+def _parse_assigned_number(s: str) -> tuple[Fraction, str | None] | None:
+    quantity = _parse_number_body(s)
+    if quantity is None:
         match = _ASSIGNMENT_RE.match(s)
         if match is not None:
-            value = _parse_number_body(s[match.end() :])
-    return value
+            quantity = _parse_number_body(s[match.end() :])
+    return quantity
 
 
 def _clean_latex_number(s: str) -> str:
@@ -396,8 +534,9 @@ def _clean_latex_number(s: str) -> str:
     return s.strip().rstrip(".").strip()
 
 
-def _parse_number_body(s: str) -> Fraction | None:
+def _parse_number_body(s: str) -> tuple[Fraction, str | None] | None:
     match = _LATEX_FRAC_RE.fullmatch(s)
+    currency = ""
     try:
         if match is not None:
             value = Fraction(match.group("n") or match.group("n1")) / Fraction(
@@ -415,12 +554,13 @@ def _parse_number_body(s: str) -> Fraction | None:
             else:
                 value = Fraction(match.group("dec").replace(",", "") + (match.group("exp") or ""))
             negative = (match.group("sign") == "-") != (match.group("sign2") == "-")
+            currency = match.group("currency")
     except (ValueError, ZeroDivisionError, OverflowError):
         # Division by zero, or more digits than int() accepts: not a usable number.
         return None
     if not _is_unit_suffix(match.group("rest")):
         return None
-    return -value if negative else value
+    return (-value if negative else value), canonical_unit(match.group("rest"), currency)
 
 
 def _is_unit_suffix(rest: str) -> bool:

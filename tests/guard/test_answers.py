@@ -155,6 +155,76 @@ def test_extract_answer_none(text):
     assert extract_answer(text) is None
 
 
+@pytest.mark.parametrize(
+    "text, normalized, kind_value",
+    [
+        # A number followed by its working: not implicit multiplication (16, 225).
+        ("Answer: 4 (2+2)", "4", "number"),
+        ("Answer: 15 (24 - 9)", "15", "number"),
+        ("The answer is 15 (24 - 9) apples.", "15", "number"),
+        ("So \\boxed{4 (2+2)}", "4", "number"),
+        # Option letters, lower case included; ordinary words stay words.
+        ("Answer: B) 42", "B", "option"),
+        ("Answer: b) 42", "B", "option"),
+        ("Answer: b", "B", "option"),
+        ("Answer: a", "A", "option"),
+        ("The answer is (a).", "A", "option"),
+        ("Answer: a lot", "lot", "text"),
+        ("The answer is a dog.", "dog", "text"),
+        # A negated value is not the answer when a later value is given.
+        ("The answer is not 5, it is 6", "6", "number"),
+        ("The answer is not 5 but 6.", "6", "number"),
+        ("Answer: not 5; it's 6", "6", "number"),
+        ("The answer isn't 5, it's 6", "6", "number"),
+        ("The answer is not Paris, it is London.", "london", "text"),
+        ("The answer is 11, not 12.", "11", "number"),
+        # Clock times stay times.
+        ("Answer: 12:30", "12:30", "time"),
+        ("Answer: 2:30 pm", "14:30", "time"),
+        ("So she arrives at 2:30 pm.", "14:30", "time"),
+        ("The shop closes at 9 p.m. sharp", "21:00", "time"),
+        ("The meeting ends at 2:30 am", "02:30", "time"),
+    ],
+)
+def test_extract_answer_issue_13_cases(text, normalized, kind_value):
+    answer = extract_answer(text)
+    assert answer is not None
+    assert (answer.normalized, answer.kind.value) == (normalized, kind_value)
+
+
+def test_repeated_negations_do_not_recurse():
+    answer = extract_answer("The answer is " + "not 5, " * 3000 + "it is 6")
+    assert answer is not None and answer.normalized == "6"
+
+
+def test_negated_value_alone_is_not_the_answer():
+    assert extract_answer("The answer is not 5.") is None
+    # A negated phrase without a value is still a text answer.
+    answer = extract_answer("Answer: Not enough information")
+    assert answer is not None and (answer.normalized, answer.kind) == ("not enough information", TEXT)
+
+
+@pytest.mark.parametrize(
+    "text, normalized, unit",
+    [
+        ("Answer: 5 km", "5", "km"),
+        ("So the answer is 5 km because it is far.", "5", "km"),
+        ("She walked 10 hours in total", "10", "h"),
+        ("He paid $1,234 and then 5 more dollars", "5", None),
+        ("The speed is 5 km/h", "5", None),
+        # A rate has no unit, also when a currency symbol leads it.
+        ("So he earns $15 per hour.", "15", None),
+        ("He paid $15 in all.", "15", "USD"),
+        # The 2 of "^2" is an exponent, not the answer.
+        ("The area is 12 cm^2.", "12", "cm^2"),
+    ],
+)
+def test_extract_answer_keeps_unit(text, normalized, unit):
+    answer = extract_answer(text)
+    assert answer is not None and answer.kind is NUMBER
+    assert (answer.normalized, answer.unit) == (normalized, unit)
+
+
 def test_extract_answer_raw_is_what_the_model_wrote():
     answer = extract_answer("**Answer:** $1,234.50")
     assert answer == Answer(raw="$1,234.50", normalized="1234.5", kind=NUMBER)
@@ -238,7 +308,7 @@ def test_normalize_options(raw, normalized):
     assert (answer.normalized, answer.kind) == (normalized, OPTION)
 
 
-@pytest.mark.parametrize("raw", ["K", "(k)", "b", "AB"])
+@pytest.mark.parametrize("raw", ["K", "(k)", "AB", "a dog", "a lot", "an apple", "Answer"])
 def test_non_options(raw):
     assert _norm(raw).kind is not OPTION
 
@@ -328,8 +398,9 @@ def test_plain_number_path_does_not_use_math_verify(monkeypatch):
         ("The Eiffel Tower", "eiffel tower", True),
         ("Paris", "London", False),
         ("12", "twelve", True),
+        # A lone lower-case letter is an option too.
+        ("B", "b", True),
         # Different kinds never match.
-        ("B", "b", False),
         ("12", "x+12", False),
         # LaTeX via math-verify.
         ("x+1", "1+x", True),
@@ -351,6 +422,128 @@ def test_answers_equivalent(a, b, expected):
     assert answers_equivalent(right, left) is expected
 
 
+# One table across answer forms: (a, b, equivalent). Each pair is checked in both orders.
+EQUIVALENCE_TABLE = [
+    # Integers, decimals, negatives, thousands separators.
+    ("12", "12", True),
+    ("12", "12.0", True),
+    ("12.50", "12.5", True),
+    ("12.5", "12", False),
+    ("-5", "5", False),
+    ("-5", "\u22125", True),
+    ("-12.5", "-25/2", True),
+    ("1,200", "1200", True),
+    ("1,200", "1.2", False),
+    ("1,234,567", "1234567", True),
+    ("1e3", "1000", True),
+    ("0.7", ".7", True),
+    ("7", ".7", False),
+    ("twelve", "12", True),
+    # Fractions.
+    ("0.1", "1/10", True),
+    ("1/3", "0.333", False),
+    ("2/4", "\\frac{1}{2}", True),
+    ("\\frac{1}{2}", "0.5", True),
+    ("\\frac{1}{2}", "\\dfrac12", True),
+    ("\\frac{1}{2}", "\\frac{1}{3}", False),
+    ("-\\frac{1}{2}", "-0.5", True),
+    ("2 1/2", "2.5", True),
+    # LaTeX wrappers and expressions.
+    ("\\boxed{12}", "12", True),
+    ("\\boxed{12}", "13", False),
+    ("$\\boxed{\\frac{3}{4}}$", "0.75", True),
+    ("\\sqrt{4}", "2", True),
+    ("x+1", "1+x", True),
+    ("\\pi", "3.14", False),
+    # Percentages keep their number.
+    ("50%", "50", True),
+    ("50%", "50 percent", True),
+    ("50\\%", "50%", True),
+    ("12.5%", "12.5", True),
+    ("50%", "0.5", False),
+    ("50%", "$50", False),
+    # Money.
+    ("$5", "5", True),
+    ("5 dollars", "5", True),
+    ("$5", "5 dollars", True),
+    ("$5.00", "5", True),
+    ("$1,234.50", "1234.5", True),
+    ("-$5", "-5", True),
+    ("$5", "$6", False),
+    ("$5", "5 cents", False),
+    ("\u20ac5", "$5", False),
+    # Units: a bare number matches any unit; two known units must be the same unit.
+    ("5", "5 km", True),
+    ("5 km", "5 m", False),
+    ("5 km", "5 kilometers", True),
+    ("5 km", "5 kilometres", True),
+    ("5 km", "5000 m", False),  # no unit conversion
+    ("5 m", "6 m", False),
+    ("10 hours", "10 minutes", False),
+    ("10 hours", "10 hrs", True),
+    ("10 hours", "10 h", True),
+    ("10 hrs", "10 h", True),
+    ("10 min", "10 minutes", True),
+    ("30 seconds", "30 s", True),
+    ("30 s", "30 min", False),
+    ("2 weeks", "14 days", False),
+    ("3 kg", "3 kilograms", True),
+    ("3 kg", "3 g", False),
+    ("2 l", "2 liters", True),
+    ("2 L", "2 ml", False),
+    ("12\\text{ cm}", "12 cm", True),
+    ("12\\text{ cm}", "12 mm", False),
+    ("3 cm^2", "3 square centimeters", True),
+    ("3 cm^2", "3 cm", False),
+    ("12 apples", "12", True),  # unknown words are no unit
+    ("60 mph", "60", True),
+    # A number followed by its working in brackets is the number.
+    ("4 (2+2)", "4", True),
+    ("4 (2+2)", "16", False),
+    ("15 (24 - 9)", "15", True),
+    ("15 (24 - 9)", "225", False),
+    # Clock times.
+    ("12:30", "12:30", True),
+    ("12:30", "1230", False),
+    ("2:30 pm", "14:30", True),
+    ("2:30 am", "14:30", False),
+    ("2:30 am", "2:30", True),
+    ("2:30 PM", "2:30 p.m.", True),
+    ("12:00 pm", "12:00", True),
+    ("12:15 am", "00:15", True),
+    ("2 pm", "14:00", True),
+    ("9:05", "9:50", False),
+    ("14:30", "2.5", False),
+    # Option letters.
+    ("B", "b", True),
+    ("(B)", "option B", True),
+    ("B) 42", "B", True),
+    ("b)", "(B)", True),
+    ("a", "A", True),
+    ("A", "B", False),
+    ("B) 42", "42", False),
+    ("a dog", "A", False),
+    # Yes / no and text.
+    ("Yes", "yes", True),
+    ("yes.", "Yes", True),
+    ("**No**", "no", True),
+    ("yes", "no", False),
+    ("Paris", "London", False),
+]
+
+
+@pytest.mark.parametrize("a, b, expected", EQUIVALENCE_TABLE)
+def test_equivalence_table(a, b, expected):
+    left, right = _norm(a), _norm(b)
+    assert answers_equivalent(left, right) is expected
+    assert answers_equivalent(right, left) is expected
+
+
+def test_equivalence_table_is_large():
+    assert len(EQUIVALENCE_TABLE) >= 60
+    assert {expected for _, _, expected in EQUIVALENCE_TABLE} == {True, False}
+
+
 def test_equivalent_numbers_share_normalized_form():
     forms = {_norm(raw).normalized for raw in ["0.75", "3/4", "\\frac{3}{4}", "6/8", "0.750", "\\dfrac{6}{8}"]}
     assert forms == {"0.75"}
@@ -361,6 +554,74 @@ def test_unparseable_latex_falls_back_to_string_comparison():
     b = Answer(raw="\\other{", normalized="\\other{", kind=MATH)
     assert answers_equivalent(a, Answer(raw="\\weird{ ", normalized="\\weird{", kind=MATH))
     assert not answers_equivalent(a, b)
+
+
+@pytest.mark.parametrize(
+    "raw, normalized, kind_value",
+    [
+        ("B) 42", "B", "option"),
+        ("b) 42", "B", "option"),
+        ("b", "B", "option"),
+        ("(b)", "B", "option"),
+        ("b)", "B", "option"),
+        ("b.", "B", "option"),
+        ("a", "A", "option"),
+        ("a dog", "dog", "text"),
+        ("4 (2+2)", "4", "number"),
+        ("15 (24 - 9)", "15", "number"),
+        ("12:30", "12:30", "time"),
+        ("2:30 pm", "14:30", "time"),
+        ("2:30 a.m.", "02:30", "time"),
+        ("12:05 AM", "00:05", "time"),
+        ("7 pm", "19:00", "time"),
+        ("23:59:30", "23:59:30", "time"),
+    ],
+)
+def test_normalize_issue_13_cases(raw, normalized, kind_value):
+    answer = _norm(raw)
+    assert (answer.normalized, answer.kind.value) == (normalized, kind_value)
+
+
+@pytest.mark.parametrize("raw", ["25:00", "12:60", "13:00 pm"])
+def test_impossible_clock_times_are_not_times(raw):
+    assert _norm(raw).kind.value != "time"
+
+
+@pytest.mark.parametrize(
+    "raw, unit",
+    [
+        ("5", None),
+        ("5 km", "km"),
+        ("5 kilometres", "km"),
+        ("10 hrs", "h"),
+        ("$5", "USD"),
+        ("5 dollars", "USD"),
+        ("-$5", "USD"),
+        ("50%", "%"),
+        ("12.5 percent", "%"),
+        ("12\\text{ cm}", "cm"),
+        ("3 cm^2", "cm^2"),
+        ("12 apples", None),
+        ("5 km/h", None),  # rates are out of scope: no unit rather than the wrong one
+        ("$5 per hour", None),
+        ("5 pounds", None),  # mass or money
+        ("x = 5 km", "km"),
+        ("5 km (2 + 3)", "km"),
+        ("twelve", None),
+    ],
+)
+def test_number_units(raw, unit):
+    answer = _norm(raw)
+    assert answer.kind is NUMBER
+    assert answer.unit == unit
+
+
+def test_unit_survives_rebuilding_from_stored_triple():
+    # guard/replay.py stores (raw, normalized, kind) and rebuilds Answers positionally.
+    stored = _norm("5 km")
+    rebuilt = Answer(stored.raw, stored.normalized, stored.kind)
+    assert rebuilt == stored and rebuilt.unit == "km"
+    assert not answers_equivalent(rebuilt, _norm("5 m"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,6 +644,20 @@ def test_unparseable_latex_falls_back_to_string_comparison():
 def test_cluster_answers(raws, expected):
     items = [None if raw is None else _norm(raw) for raw in raws]
     assert cluster_answers(items) == expected
+
+
+@pytest.mark.parametrize(
+    "raws, expected",
+    [
+        (["5 km", "5 m", "5 kilometers", "5"], [[0, 2, 3], [1]]),
+        # A bare number joins the first cluster; a later unit must not merge km and m through it.
+        (["5", "5 km", "5 m", "5 km"], [[0, 1, 3], [2]]),
+        (["12:30", "1230", "12:30 pm", "2:30 pm", "14:30"], [[0, 2], [1], [3, 4]]),
+        (["b", "B) 42", "42", "(B)"], [[0, 1, 3], [2]]),
+    ],
+)
+def test_cluster_answers_issue_13(raws, expected):
+    assert cluster_answers([_norm(raw) for raw in raws]) == expected
 
 
 def test_cluster_answers_compares_against_representatives_only(monkeypatch):
