@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(TARGET)
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install model vision-model proto serve test test-unit smoke-bench lint clean optillm-venv
+.PHONY: install model model-eval vision-model proto serve test test-unit smoke-bench lint clean optillm-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,14 +32,21 @@ install: $(STAMP) proto
 proto: | $(PY)
 	$(PY) -m server.pb
 
+# The small model (SmolLM2-135M, ~0.5 GB): what tests and CI run on.
 model: install
-	$(PY) -m server.cli fetch-model
+	$(PY) -m server.cli fetch-model --name smollm2-135m
+
+# The evaluation model (Qwen2.5-Coder-0.5B-Instruct, ~1.3 GB): what `serve` and the benchmarks run by
+# default. `serve` fetches it on first use anyway; this fetches it ahead of time.
+model-eval: install
+	$(PY) -m server.cli fetch-model --name qwen2.5-coder-0.5b
 
 # The tiny plumbing vision-language model for image tests (built locally once; random vision tower).
 vision-model: model
 	$(PY) -m server.cli build-vision-model
 
-serve: model
+# Fetches the 0.5B on first use; where it cannot, serves the 135M and says why (choose: SERVE_ARGS="--model ...").
+serve: install
 	$(VENV)/bin/trace-guard serve $(SERVE_ARGS)
 
 test: model

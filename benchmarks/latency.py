@@ -22,6 +22,7 @@ import grpc
 from benchmarks import datasets, plots
 from benchmarks.sidecar import percentile, start_sidecar
 from guard.params import ScoreMode
+from server.model_store import resolve_model_or_default
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 
@@ -100,7 +101,8 @@ def summarise(results: list, wall_s: float) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--address", help="use a running sidecar instead of starting one")
-    p.add_argument("--model")
+    p.add_argument("--model", help="registered model name (fetched on first use) or model directory "
+                   "(default: $TRACE_GUARD_MODEL, else the `serve` default, qwen2.5-coder-0.5b)")
     p.add_argument("--data", default="svamp")
     p.add_argument("--num-requests", type=int, default=8,
                    help="questions per arm and level (at least the level's concurrency)")
@@ -124,17 +126,19 @@ def main(argv=None) -> int:
     questions = [pr.question for pr in datasets.load(args.data, limit=max([args.num_requests, *levels]))]
     sidecar = None
     address = args.address
+    # Resolved here, not by `serve`: the sidecar and the optillm peer run the same model, and a default
+    # that cannot be fetched is an error here rather than a silent fallback to another model.
+    model = resolve_model_or_default(args.model) if not address or args.peer else None
     if not address:
-        sidecar = start_sidecar(args.model, ["--max-concurrent", "64", "--max-queued", "256"])
+        sidecar = start_sidecar(model, ["--max-concurrent", "64", "--max-queued", "256"])
         address = sidecar.address
     results: dict = {}
     peer = None
     try:
         if args.peer == "optillm":
             from benchmarks.peer import OptillmPeer
-            from server.model_store import ensure_default_model
 
-            peer = OptillmPeer(args.model or str(ensure_default_model())).start()
+            peer = OptillmPeer(model).start()
         with grpc.insecure_channel(address) as ch:
             stub = guard_pb2_grpc.GuardServiceStub(ch)
             # Warm-up: first requests pay one-off costs (allocation, prefix-cache fill of the few-shot header).

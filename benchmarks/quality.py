@@ -25,8 +25,8 @@ from guard import replay as records
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreMode, _canonical
 from guard.pipeline import GuardConfig
 from guard.policy import Policy
+from guard.scorers import SCORER_NAMES
 
-SCORER_NAMES = ("majority", "deepconf", "trace")
 logger = logging.getLogger("benchmarks.quality")
 
 
@@ -56,12 +56,9 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
         nonlocal engine, pipeline
         if pipeline is None:
             from guard.engine.vllm_engine import VllmEngine
+            from server.model_store import resolve_model_or_default
 
-            model = args.model or os.environ.get("TRACE_GUARD_MODEL")
-            if not model:
-                from server.model_store import ensure_default_model
-
-                model = str(ensure_default_model())
+            model = resolve_model_or_default(args.model)
             engine = VllmEngine(model, max_model_len=args.max_model_len)
             await engine.start()
             config = GuardConfig(
@@ -168,9 +165,17 @@ def greedy_accuracy(recs: list[records.Record]) -> float:
     return hits / len(have) if have else float("nan")
 
 
+def model_label(requested: str | None) -> str:
+    """The model's directory name, whether it was asked for by registry name or by path."""
+    from server.model_registry import MODELS, SERVE_DEFAULT_MODEL
+
+    chosen = requested or os.environ.get("TRACE_GUARD_MODEL") or SERVE_DEFAULT_MODEL
+    return MODELS[chosen].dir_name if chosen in MODELS else Path(chosen).name
+
+
 def records_file_name(name: str, ars: str, args) -> str:
-    """Cache of one dataset's records; settings that change the samples or scores are in the name."""
-    parts = [Path(name).stem, ars, args.prompt_style]
+    """Cache of one dataset's records; the model and settings that change the samples or scores are in the name."""
+    parts = [model_label(args.model), Path(name).stem, ars, args.prompt_style]
     if args.score_mode != Defaults.score_mode.value:
         parts.append(f"score-{args.score_mode}")
     if args.probe_max_tokens != GuardConfig.probe_max_tokens:
@@ -197,7 +202,9 @@ def evaluate(recs: list[records.Record], scorer: str, policy: Policy) -> dict:
     outcomes = [records.rescore(r, scorer, policy) for r in recs]
     n = len(outcomes)
     correct = [o.correct for o in outcomes]
-    conf = [o.confidence for o in outcomes]
+    # The confidence as the deployed rule uses it: -inf where a gate (tie, silent failure, no answer)
+    # abstains at any threshold, so curves and AUROC rank what the server could accept.
+    conf = [o.gated_confidence for o in outcomes]
     accepted = [o for o in outcomes if o.accepted]
     row = {
         "n": n,
@@ -211,6 +218,10 @@ def evaluate(recs: list[records.Record], scorer: str, policy: Policy) -> dict:
                     ("reliable", "silent_risk", "uncertain", "no_answer")},
     }
     if scorer == "trace":
+        with_ars = [o for o in outcomes if o.sub_questions]
+        row["ars_usable"] = len(with_ars)
+        row["echo_rate"] = (sum(o.echo for o in with_ars) / sum(o.sub_questions for o in with_ars)
+                            if with_ars else float("nan"))
         row["spearman_ars_agreement_correct"] = spearman([o.ars_agreement for o in outcomes], [float(c) for c in correct])
         m = t = 0
         for r in recs:
@@ -255,6 +266,10 @@ def report(all_records, policy: Policy, out_dir: Path) -> dict:
                 f"{fmt(row['accepted_accuracy']):>8}{fmt(row['auroc']):>7}{fmt(row['aurc']):>7}"
                 f"{fmt(row.get('spearman_ars_agreement_correct', float('nan'))):>7}{fmt(row.get('ffs_match_rate', float('nan'))):>7}"
             )
+        trace_row = results[key].get("trace", {})
+        if trace_row.get("ars_usable"):
+            lines.append(f"{'':<22}ARS on {trace_row['ars_usable']}/{len(recs)} problems, "
+                         f"echo sub-questions {trace_row['echo_rate']:.0%}")
         lat = sorted(r.latency_ms for r in recs)
         lines.append(f"{'':<22}latency p50 {lat[len(lat) // 2] / 1e3:.1f}s, tokens/problem {sum(r.generated_tokens for r in recs) / len(recs):.0f}")
     table = "\n".join(lines)
@@ -310,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-mode", choices=[m.value for m in ScoreMode], default=Defaults.score_mode.value,
                    help="how the trace scorer scores probe answers (full, contested, hard)")
     p.add_argument("--probe-max-tokens", type=int, default=GuardConfig.probe_max_tokens)
-    p.add_argument("--model")
+    p.add_argument("--model", help="registered model name (fetched on first use) or model directory "
+                   "(default: $TRACE_GUARD_MODEL, else the `serve` default, qwen2.5-coder-0.5b)")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--policy", help="policy file to evaluate (default: the built-in policy)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out"))

@@ -1,4 +1,4 @@
-"""The `trace-guard` command: serve the sidecar, ask it a question, show its info, fetch the default model."""
+"""The `trace-guard` command: serve the sidecar, ask it a question, show its info, fetch a model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from guard.scorers import SCORER_NAMES
 
 if TYPE_CHECKING:
     from guard.pipeline import GuardConfig
@@ -55,11 +57,17 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         engine = OpenAIEngine(args.upstream, tokenizer=args.tokenizer)
     else:
-        model = args.model or os.environ.get("TRACE_GUARD_MODEL")
-        if not model:
-            from server.model_store import ensure_default_model
+        from server.model_registry import UnknownModelError
+        from server.model_store import ModelFetchError, choose_serve_model
 
-            model = str(ensure_default_model())
+        try:
+            choice = choose_serve_model(args.model or os.environ.get("TRACE_GUARD_MODEL"))
+        except (UnknownModelError, ModelFetchError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if choice.fallback_reason:
+            logging.getLogger(__name__).warning("%s", choice.fallback_reason)
+        model = choice.model
         from guard.engine.vllm_engine import VllmEngine
 
         engine = VllmEngine(
@@ -197,8 +205,10 @@ def format_response(resp, show_paths: bool = False) -> str:
         lines.append("Auxiliary Reasoning Set:")
         lines.append(f"{'#':>3}  {'mode':<10} {'agree':>5} {'soft':>5}  sub-question / per-path answers")
         for k, row in enumerate(resp.sub_questions, 1):
-            lines.append(f"{k:>3}  {row.modal_answer[:10]:<10} {row.agreement:>5.2f} {row.soft_agreement:>5.2f}  {row.sub_question}")
-            lines.append(f"{'':>28}[{', '.join(a or '-' for a in row.path_answers)}]")
+            lines.append(f"{k:>3}  {row.modal_answer[:10] or '-':<10} {row.agreement:>5.2f} {row.soft_agreement:>5.2f}  "
+                         f"{row.sub_question}")
+            flags = f"  answered {row.answered}/{len(row.path_answers)}" + ("  ECHO (not counted)" if row.echo else "")
+            lines.append(f"{'':>28}[{', '.join(a or '-' for a in row.path_answers)}]{flags}")
     lines.append("")
     lines.append("timings (ms): " + "  ".join(f"{t.stage}={t.duration_ms:.0f}" for t in resp.timings))
     lines.append(
@@ -231,45 +241,31 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from guard import replay
-    from guard.calibration import check_splits, fit_on_split
+    from guard.certify import certify
     from guard.policy import Policy
 
-    records = []
+    record_sets = []
     for path in args.data:
         loaded = replay.load(Path(path))
         if not loaded:
             print(f"error: no records in {path} (make them with benchmarks/quality.py)", file=sys.stderr)
             return 1
-        records.extend(loaded.values())
+        record_sets.append(loaded.values())
+    try:
+        records = replay.merge(record_sets)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     base = Policy.load(args.base_policy) if args.base_policy else Policy()
-    outcomes = [replay.rescore(r, args.scorer, base) for r in records]
-    conf = [o.confidence for o in outcomes]
-    correct = [o.correct for o in outcomes]
-    fitted = fit_on_split(conf, correct, args.target_risk, args.delta, args.fit_fraction, args.seed)
-    result = fitted.result
-    threshold = result.threshold if result.feasible else 1.01  # > any confidence: accept nothing
-    thresholds = dict(base.thresholds)
-    thresholds[args.scorer] = threshold
-    summary = {
-        "scorer": args.scorer, "target_risk": args.target_risk, "delta": args.delta,
-        "data": [str(p) for p in args.data], "items": len(outcomes), "fit_items": fitted.fit_items,
-        "held_out_items": fitted.held_out_items, "feasible": result.feasible, "threshold": threshold,
-        "fit_risk": fitted.fit_risk, "fit_coverage": fitted.fit_coverage, "fit_risk_upper_bound": result.fit_risk_bound,
-        "held_out_risk": fitted.held_out_risk, "held_out_coverage": fitted.held_out_coverage,
-        "base_accuracy": sum(correct) / len(correct) if correct else 0.0,
-    }
-    if args.splits > 1:
-        # The same procedure refitted on other random splits: how often the held-out risk meets the target.
-        check = check_splits(conf, correct, args.target_risk, args.delta, args.fit_fraction,
-                             range(args.seed, args.seed + args.splits))
-        summary["resplits"] = dataclasses.asdict(check)
-    policy = dataclasses.replace(base, thresholds=thresholds, source="default")
-    policy.dump(args.out, calibration=summary)
-    print(json.dumps(summary, indent=2))
-    if not result.feasible:
+    cert = certify(
+        records, args.scorer, base, target_risk=args.target_risk, delta=args.delta, fit_fraction=args.fit_fraction,
+        seed=args.seed, splits=args.splits, fit_all=args.fit_all,
+    )
+    cert.summary["data"] = [str(p) for p in args.data]
+    cert.policy.dump(args.out, calibration=cert.summary)
+    print(json.dumps(cert.summary, indent=2))
+    if not cert.result.feasible:
         print(f"warning: no threshold keeps risk under {args.target_risk} at delta {args.delta}; "
               "the policy abstains on everything for this scorer", file=sys.stderr)
     print(f"policy written to {args.out}")
@@ -289,9 +285,14 @@ def _export_traces(args: argparse.Namespace) -> int:
 
 
 def _fetch_model(args: argparse.Namespace) -> int:
-    from server.model_store import ensure_default_model
+    from server.model_registry import UnknownModelError
+    from server.model_store import ModelFetchError, ensure_model
 
-    print(ensure_default_model(Path(args.dir) if args.dir else None))
+    try:
+        print(ensure_model(args.name, Path(args.dir) if args.dir else None))
+    except (UnknownModelError, ModelFetchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -311,13 +312,17 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from guard.params import Defaults, ScoreMode
+    from server.model_registry import FALLBACK_MODEL, MODELS, SERVE_DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="trace-guard", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("TRACE_GUARD_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gRPC sidecar (in-process vLLM engine, or --upstream vLLM servers)")
-    s.add_argument("--model", help="local HF model directory (default: $TRACE_GUARD_MODEL or the default model)")
+    s.add_argument("--model", help="registered model name (fetched on first use: "
+                                   f"{', '.join(sorted(MODELS))}) or local HF model directory (default: "
+                                   f"$TRACE_GUARD_MODEL, else {SERVE_DEFAULT_MODEL}, falling back to "
+                                   f"{FALLBACK_MODEL} when it cannot be fetched)")
     s.add_argument("--upstream", action="append", default=[], metavar="URL",
                    help="guard a running vLLM OpenAI-compatible server instead of an in-process engine, e.g. "
                         "http://127.0.0.1:8000/v1 (repeatable: replicas, one per request by consistent hashing, "
@@ -347,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--max-tokens", type=int, default=256)
     s.add_argument("--mode", choices=["guard", "raw"], default="guard")
-    s.add_argument("--scorer", choices=["majority", "deepconf", "trace"], default="trace")
+    s.add_argument("--scorer", choices=SCORER_NAMES, default="trace")
     s.add_argument("--score-mode", choices=[m.value for m in ScoreMode], default=Defaults.score_mode.value,
                    help="trace scorer: teacher-force every candidate (full), only contested sub-questions "
                    "(contested), or none (hard agreement only)")
@@ -390,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-tokens", type=int)
     a.add_argument("--seed", type=int)
     a.add_argument("--budget-ms", type=int, help="latency budget: skip or cut short probing/scoring past it")
-    a.add_argument("--scorer", choices=["majority", "deepconf", "trace"])
+    a.add_argument("--scorer", choices=SCORER_NAMES)
     a.add_argument("--score-mode", choices=[m.value for m in ScoreMode], help="trace scoring: full, contested, hard")
     a.add_argument("--system-prompt")
     a.add_argument("--raw", action="store_true", help="one unguarded sample (the A/B baseline)")
@@ -411,13 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="fit the acceptance threshold to a target risk on labelled records")
     c.add_argument("--data", action="append", required=True,
                    help="records JSONL written by benchmarks/quality.py (repeatable)")
-    c.add_argument("--scorer", choices=["majority", "deepconf", "trace"], default="trace")
+    c.add_argument("--scorer", choices=SCORER_NAMES, default="trace")
     c.add_argument("--target-risk", type=float, required=True, help="error rate allowed among accepted answers")
     c.add_argument("--delta", type=float, default=0.1, help="allowed probability of exceeding the target")
     c.add_argument("--fit-fraction", type=float, default=0.5, help="share of items used to fit; the rest is held out")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--splits", type=int, default=1,
                    help="also refit on this many random splits and report how often held-out risk meets the target")
+    c.add_argument("--fit-all", action="store_true",
+                   help="certify on every record (same guarantee, more power; no held-out estimate)")
     c.add_argument("--base-policy", help="policy file whose other settings are kept")
     c.add_argument("--out", default="policy.json")
     c.set_defaults(func=_calibrate)
@@ -432,8 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--regions", default="reliable", help="comma-separated regions to keep (default: reliable)")
     x.set_defaults(func=_export_traces)
 
-    f = sub.add_parser("fetch-model", help="fetch and convert the default model (SmolLM2-135M-Instruct)")
-    f.add_argument("--dir", help="target directory (default: models/SmolLM2-135M-Instruct)")
+    f = sub.add_parser("fetch-model", help="download, verify and convert a registered model once")
+    f.add_argument("--name", choices=sorted(MODELS), default=SERVE_DEFAULT_MODEL,
+                   help="which model (default: %(default)s, the one `serve` runs)")
+    f.add_argument("--dir", help="target directory (default: its directory under models/ or $TRACE_GUARD_MODELS_DIR)")
     f.set_defaults(func=_fetch_model)
 
     v = sub.add_parser("build-vision-model",

@@ -313,7 +313,7 @@ async def test_quality_sends_each_problem_image_with_its_gold_sub_questions(tmp_
 
     args = build_parser().parse_args([
         "--data", "visual:gold", "--data-dir", str(tmp_path), "--limit", "4", "--out", str(tmp_path),
-        "--model", "scripted", "--num-paths", "2", "--max-tokens", "16", "--seed", "0", "--concurrency", "2",
+        "--model", str(tmp_path), "--num-paths", "2", "--max-tokens", "16", "--seed", "0", "--concurrency", "2",
     ])
     out = await quality.sample_all(args, [("visual", "gold")])
     recs = out["visual:gold"]

@@ -32,6 +32,7 @@ async def test_calibrate_writes_a_policy_that_serve_can_load(tmp_path, capsys):
                  "--splits", "5"]) == 0
     summary = json.loads(out.read_text())["calibration"]
     assert summary["resplits"]["splits"] == 5 and summary["resplits"]["within_target"] == 1.0
+    assert summary["resplits"]["certified_and_met"] == 5 and summary["resplits"]["nothing_certified"] == 0
     policy = Policy.load(out)
     # Unanimous items have confidence 1, split ones 1/3: the fitted threshold separates them.
     assert summary["feasible"] and 1 / 3 < policy.threshold_for("trace") <= 1.0
@@ -40,15 +41,54 @@ async def test_calibrate_writes_a_policy_that_serve_can_load(tmp_path, capsys):
 
 
 async def test_format_response_shows_decision_ars_and_ffs():
-    engine = ScriptedEngine(paths=[" Answer: 12", " Answer: 12", " Answer: 11"], probe=lambda p, s: p.split()[-1])
-    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3, sub_questions=("What total?",)))
+    paths = [" 4 + 3 = 7, 7 + 5 = 12.\nAnswer: 12"] * 2 + [" 4 + 2 = 6, 6 + 5 = 11.\nAnswer: 11"]
+    engine = ScriptedEngine(paths=paths, probe=lambda p, s: p.split("= ")[1].split(",")[0])
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3,
+                                                         sub_questions=("How many after the first step?",)))
     text = format_response(result_to_response(result, return_paths_text=False))
     first = text.splitlines()[0]
     assert first.split()[0] in ("ACCEPT", "ABSTAIN") and "answer=12" in first
-    assert "Auxiliary Reasoning Set:" in text and "What total?" in text
-    assert "region=" in text and "timings (ms):" in text
-    # Path 2 answered 11 against a 2/3 mode: its FFS is 1.
+    assert "Auxiliary Reasoning Set:" in text and "How many after the first step?" in text
+    assert "region=" in text and "timings (ms):" in text and "answered 3/3" in text
+    # Path 2 answered 6 against a 2/3 mode of 7: its FFS is 1.
     assert any(line.split()[:2] == ["2", "11"] and line.split()[4] == "1" for line in text.splitlines())
+
+
+async def test_format_response_marks_echo_sub_questions():
+    engine = ScriptedEngine(paths=[" Answer: 12", " Answer: 12", " Answer: 11"], probe=lambda p, s: p.split()[-1])
+    result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3, sub_questions=("What total?",)))
+    text = format_response(result_to_response(result, return_paths_text=False))
+    # Every path answers the sub-question with its own final answer: an echo, no FFS.
+    assert "ECHO (not counted)" in text
+    assert not any(line.split()[:2] == ["2", "11"] and line.split()[4] == "1" for line in text.splitlines())
+
+
+async def test_calibrate_deduplicates_records_and_refuses_conflicts(tmp_path, capsys):
+    recs = await _records(60, 60)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    replay.save(recs, a)
+    replay.save(recs[:30], b)  # the same problems again: counted once
+    out = tmp_path / "policy.json"
+    assert main(["calibrate", "--data", str(a), "--data", str(b), "--target-risk", "0.1", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["calibration"]
+    assert summary["items"] == 120 and summary["fit_items"] + summary["held_out_items"] == 120
+    conflicting = replay.load(b)
+    for rec in conflicting.values():
+        rec.gold = "8"
+    c = tmp_path / "c.jsonl"
+    replay.save(conflicting.values(), c)
+    assert main(["calibrate", "--data", str(a), "--data", str(c), "--target-risk", "0.1", "--out", str(out)]) == 1
+    assert "two different records" in capsys.readouterr().err
+
+
+async def test_calibrate_fit_all_uses_every_record(tmp_path):
+    data = tmp_path / "records.jsonl"
+    replay.save(await _records(60, 60), data)
+    out = tmp_path / "policy.json"
+    assert main(["calibrate", "--data", str(data), "--target-risk", "0.1", "--out", str(out), "--fit-all"]) == 0
+    written = json.loads(out.read_text())
+    assert written["calibration"]["fit_items"] == 120 and "held_out_items" not in written["calibration"]
+    assert "SILENT_RISK" in written["rule"] and written["calibration"]["feasible"]
 
 
 async def test_serve_flags_set_the_defaults_that_get_info_reports():
