@@ -175,7 +175,7 @@ def model_label(requested: str | None) -> str:
 
 def records_file_name(name: str, ars: str, args) -> str:
     """Cache of one dataset's records; the model and settings that change the samples or scores are in the name."""
-    parts = [model_label(args.model), Path(name).stem, ars, args.prompt_style]
+    parts = [model_label(args.model), Path(name).stem, ars, args.prompt_style, f"n{args.num_paths}"]
     if args.score_mode != Defaults.score_mode.value:
         parts.append(f"score-{args.score_mode}")
     if args.probe_max_tokens != GuardConfig.probe_max_tokens:
@@ -245,7 +245,72 @@ def fmt(x) -> str:
     return "  n/a" if isinstance(x, float) and math.isnan(x) else f"{x:5.3f}" if isinstance(x, float) else str(x)
 
 
-def report(all_records, policy: Policy, out_dir: Path) -> dict:
+def interval_report(all_records, policy: Policy, results: dict, matched: dict, num_resamples: int,
+                    out_dir: Path) -> list[str]:
+    """Paired-bootstrap tables per dataset and pooled over all, with gold-step checks; adds them to `results`."""
+    from benchmarks import verdict
+
+    groups = {key: list(recs.values()) for key, recs in all_records.items() if recs}
+    if len(groups) > 1:
+        groups["all"] = [r for recs in groups.values() for r in recs]
+    pooled_matched = {pid: rec for recs in matched.values() for pid, rec in recs.items()}
+    lines = [f"paired bootstrap, {num_resamples} resamples, 95% intervals "
+             f"(confidence as the deployed rule sees it; single/greedy: raw answers)"]
+    bands = {}
+    for key, recs in groups.items():
+        match = matched.get(key) if key != "all" else (pooled_matched or None)
+        cols = verdict.columns(recs, SCORER_NAMES, policy, match)
+        result = verdict.intervals(cols, num_resamples, seed=0)
+        gold = verdict.gold_steps(recs, policy)
+        results.setdefault(key, {})["intervals"] = verdict.as_json(result)
+        results[key]["targets"] = verdict.targets(result)
+        results[key]["gold_steps"] = gold
+        lines += verdict.table(f"{key} (n={len(cols.correct['single'])})", result)
+        if gold["intermediate_probes_on_right_paths"]:
+            lines.append(
+                f"  gold steps: probe = gold value on {gold['probe_accuracy']:.1%} and = the path's own answer on "
+                f"{gold['probe_echo_rate']:.1%} of {gold['intermediate_probes_on_right_paths']} intermediate probes of "
+                f"right paths; FFS = first wrong gold step on {gold['ffs_match_rate']:.1%} of "
+                f"{gold['ffs_wrong_paths']} wrong paths")
+        bands[key] = cols
+    plot_bands(bands, num_resamples, out_dir / "risk_coverage_bands.png")
+    print("\n".join(lines))
+    return lines
+
+
+def plot_bands(bands: dict, num_resamples: int, path: Path) -> None:
+    """Risk-coverage curves with 95% bootstrap bands, one panel per dataset (and pooled)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib not installed; no plot")
+        return
+    from benchmarks.stats import risk_coverage_band
+
+    grid = [i / 50 for i in range(1, 51)]
+    fig, axes = plt.subplots(1, len(bands), figsize=(5 * len(bands), 4), squeeze=False)
+    for ax, (key, cols) in zip(axes[0], bands.items()):
+        for scorer in [*SCORER_NAMES, *(k for k in cols.correct if k.endswith("@matched"))]:
+            band = risk_coverage_band(cols.correct[scorer], cols.confidence[scorer], grid, num_resamples, seed=0)
+            (line,) = ax.plot(band.coverage, band.risk, label=scorer)
+            ax.fill_between(band.coverage, band.low, band.high, color=line.get_color(), alpha=0.15)
+        single = sum(cols.correct["single"]) / max(1, len(cols.correct["single"]))
+        ax.axhline(1 - single, color="grey", linestyle=":", label="raw single sample")
+        ax.set_title(key)
+        ax.set_xlabel("coverage")
+        ax.set_ylabel("risk (error rate among accepted)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(all_records, policy: Policy, out_dir: Path, num_resamples: int = 0, matched: dict | None = None) -> dict:
     results = {}
     lines = [
         f"{'dataset:ars':<22}{'method':<10}{'n':>5}{'acc':>7}{'cover':>7}{'acc@acc':>8}{'AUROC':>7}{'AURC':>7}"
@@ -275,6 +340,9 @@ def report(all_records, policy: Policy, out_dir: Path) -> dict:
     table = "\n".join(lines)
     print(table)
     plot_risk_coverage(results, out_dir / "risk_coverage.png")
+    if num_resamples:
+        interval_lines = interval_report(all_records, policy, results, matched or {}, num_resamples, out_dir)
+        table += "\n\n" + "\n".join(interval_lines)
     for per_data in results.values():
         for row in per_data.values():
             if isinstance(row, dict):
@@ -309,6 +377,21 @@ def plot_risk_coverage(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def sample_matched(args, specs, all_records) -> dict[str, dict[str, records.Record]]:
+    """Records of a plain vote with as many paths as trace's tokens would buy, keyed like `all_records`."""
+    from benchmarks.verdict import matched_num_paths
+
+    trace_recs = [r for key, recs in all_records.items() if not key.endswith(":none") for r in recs.values()]
+    n = int(args.matched) if args.matched != "auto" else matched_num_paths(trace_recs, args.num_paths)
+    if n is None:
+        print("--matched auto: the records carry no token usage (made before it was kept); skipped")
+        return {}
+    print(f"compute-matched vote: {n} paths per problem (trace used {args.num_paths} paths plus probes)", flush=True)
+    matched_args = argparse.Namespace(**{**vars(args), "num_paths": n})
+    matched = asyncio.run(sample_all(matched_args, [(name, "none") for name, _ in specs]))
+    return {f"{name}:{ars}": matched[f"{name}:none"] for name, ars in specs}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", required=True,
@@ -330,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--policy", help="policy file to evaluate (default: the built-in policy)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="paired bootstrap resamples for the interval tables (0: no intervals)")
+    p.add_argument("--matched", default="off",
+                   help="compute-matched votes: 'auto' samples, without an ARS, as many paths as trace's measured "
+                        "engine tokens buy (N x trace tokens / sampling tokens); an integer sets that count")
     return p
 
 
@@ -341,7 +429,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     all_records = asyncio.run(sample_all(args, specs))
     policy = Policy.load(args.policy) if args.policy else Policy()
-    report(all_records, policy, args.out)
+    matched = sample_matched(args, specs, all_records) if args.matched != "off" else None
+    report(all_records, policy, args.out, args.bootstrap, matched)
     print(f"done in {time.perf_counter() - start:.0f}s; results in {args.out}/quality.json, plot {args.out}/risk_coverage.png")
     return 0
 

@@ -43,6 +43,8 @@ class Record:
     greedy_answer: list | None = None
     # The problem text, so replay finds sub-questions that restate it ("" in records made before).
     question: str = ""
+    # Engine tokens per phase: phase -> [prompt, generated, cached prompt] (None in records made before).
+    usage: dict[str, list[int]] | None = None
 
     @classmethod
     def from_result(
@@ -63,6 +65,8 @@ class Record:
             latency_ms=result.timings_ms.get("total", 0.0),
             generated_tokens=sum(u.generated_tokens for u in result.usage.values()),
             question=question,
+            usage={phase: [u.prompt_tokens, u.generated_tokens, u.cached_prompt_tokens]
+                   for phase, u in result.usage.items()},
         )
 
     def answer_objects(self) -> list[Answer | None]:
