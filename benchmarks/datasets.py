@@ -88,9 +88,16 @@ def _generated_visual(name: str, limit: int | None) -> list[Problem]:
     return visual.load(name, limit)
 
 
+def _generated_words(name: str, limit: int | None) -> list[Problem]:
+    from benchmarks import words  # imported late: it imports Problem from here
+
+    return words.load(name, limit)
+
+
 # Datasets generated on the fly rather than read from a file, by the name's first word.
 GENERATED: dict[str, Callable[[str, int | None], list[Problem]]] = {
     "visual": _generated_visual,  # visual[-TASK][@SEED], see benchmarks/visual.py
+    "words": _generated_words,  # words[-Nstep][@SEED], see benchmarks/words.py
 }
 ALIASES = {
     "gsm8k": "gsm8k/socratic_dev.jsonl",
@@ -109,7 +116,7 @@ def _adapter_for(path: Path) -> Callable[[dict, int], Problem]:
 
 def load(name_or_path: str, data_dir: Path = DEFAULT_DATA_DIR, limit: int | None = None) -> list[Problem]:
     """Load a dataset by alias ("gsm8k", "svamp", "multiarith", "gsm8k-train"), generated name
-    ("visual", "visual-count@7") or JSONL path."""
+    ("visual", "visual-count@7", "words", "words-3step@7") or JSONL path."""
     path = Path(name_or_path)
     generator = GENERATED.get(re.split(r"[-@]", name_or_path, maxsplit=1)[0])
     if generator is not None and not path.exists():
