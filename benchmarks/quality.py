@@ -313,7 +313,7 @@ def plot_bands(bands: dict, num_resamples: int, path: Path) -> None:
 def report(all_records, policy: Policy, out_dir: Path, num_resamples: int = 0, matched: dict | None = None) -> dict:
     results = {}
     lines = [
-        f"{'dataset:ars':<22}{'method':<10}{'n':>5}{'acc':>7}{'cover':>7}{'acc@acc':>8}{'AUROC':>7}{'AURC':>7}"
+        f"{'dataset:ars':<22}{'method':<13}{'n':>5}{'acc':>7}{'cover':>7}{'acc@acc':>8}{'AUROC':>7}{'AURC':>7}"
         f"{'rho':>7}{'FFS=':>7}"
     ]
     for key, recs_by_id in all_records.items():
@@ -321,13 +321,13 @@ def report(all_records, policy: Policy, out_dir: Path, num_resamples: int = 0, m
         if not recs:
             continue
         results[key] = {"greedy_accuracy": greedy_accuracy(recs), "single_sample_accuracy": single_sample_accuracy(recs)}
-        lines.append(f"{key:<22}{'greedy':<10}{len(recs):>5}{fmt(results[key]['greedy_accuracy']):>7}")
-        lines.append(f"{key:<22}{'single':<10}{len(recs):>5}{fmt(results[key]['single_sample_accuracy']):>7}")
+        lines.append(f"{key:<22}{'greedy':<13}{len(recs):>5}{fmt(results[key]['greedy_accuracy']):>7}")
+        lines.append(f"{key:<22}{'single':<13}{len(recs):>5}{fmt(results[key]['single_sample_accuracy']):>7}")
         for scorer in SCORER_NAMES:
             row = evaluate(recs, scorer, policy)
             results[key][scorer] = row
             lines.append(
-                f"{key:<22}{scorer:<10}{row['n']:>5}{fmt(row['accuracy']):>7}{fmt(row['coverage']):>7}"
+                f"{key:<22}{scorer:<13}{row['n']:>5}{fmt(row['accuracy']):>7}{fmt(row['coverage']):>7}"
                 f"{fmt(row['accepted_accuracy']):>8}{fmt(row['auroc']):>7}{fmt(row['aurc']):>7}"
                 f"{fmt(row.get('spearman_ars_agreement_correct', float('nan'))):>7}{fmt(row.get('ffs_match_rate', float('nan'))):>7}"
             )

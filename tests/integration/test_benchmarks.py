@@ -19,13 +19,15 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_quality_benchmark_and_calibration_smoke(tmp_path):
-    cmd = ["-m", "benchmarks.quality", "--data", "svamp:model", "--data", "gsm8k:gold", "--limit", "3",
+    cmd = ["-m", "benchmarks.quality", "--data", "svamp:model", "--data", "gsm8k:gold", "--data", "words:gold",
+           "--limit", "3",
            "--num-paths", "2", "--max-tokens", "24", "--concurrency", "3", "--seed", "0", "--out", str(tmp_path)]
     first = _run(*cmd)
     assert "svamp:model: 3 to sample" in first.stdout and "gsm8k:gold: 3 to sample" in first.stdout
+    assert "words:gold: 3 to sample" in first.stdout
     first_json = (tmp_path / "quality.json").read_text()
     results = json.loads(first_json)
-    assert set(results) == {"svamp:model", "gsm8k:gold", "all"}
+    assert set(results) == {"svamp:model", "gsm8k:gold", "words:gold", "all"}
     for key, per_data in results.items():
         if key == "all":
             continue
@@ -34,7 +36,7 @@ def test_quality_benchmark_and_calibration_smoke(tmp_path):
     assert "greedy" in first.stdout and "trace" in first.stdout  # the printed table
     assert (tmp_path / "risk_coverage.png").stat().st_size > 1000
     records = sorted(tmp_path.glob("records-*.jsonl"))
-    assert len(records) == 2 and all(len(p.read_text().splitlines()) == 3 for p in records)
+    assert len(records) == 3 and all(len(p.read_text().splitlines()) == 3 for p in records)
 
     # The paired-bootstrap tables, per dataset and pooled, and the banded plot.
     assert "paired bootstrap" in first.stdout and "trace - majority" in first.stdout
@@ -54,4 +56,4 @@ def test_quality_benchmark_and_calibration_smoke(tmp_path):
     _run("-m", "server", "calibrate", *[a for p in records for a in ("--data", str(p))], "--target-risk", "0.5",
          "--delta", "0.2", "--splits", "3", "--out", str(policy))
     summary = json.loads(policy.read_text())["calibration"]
-    assert summary["items"] == 6 and summary["resplits"]["splits"] == 3
+    assert summary["items"] == 9 and summary["resplits"]["splits"] == 3
