@@ -254,11 +254,14 @@ def interval_report(all_records, policy: Policy, results: dict, matched: dict, n
     if len(groups) > 1:
         groups["all"] = [r for recs in groups.values() for r in recs]
     pooled_matched = {pid: rec for recs in matched.values() for pid, rec in recs.items()}
+    if pooled_matched:
+        # The pooled table keeps every problem; the compute-matched comparison pools those with a matched run.
+        groups["all@matched"] = [r for r in groups.get("all", []) if r.problem_id in pooled_matched]
     lines = [f"paired bootstrap, {num_resamples} resamples, 95% intervals "
              f"(confidence as the deployed rule sees it; single/greedy: raw answers)"]
     bands = {}
     for key, recs in groups.items():
-        match = matched.get(key) if key != "all" else (pooled_matched or None)
+        match = pooled_matched if key == "all@matched" else matched.get(key)
         cols = verdict.columns(recs, SCORER_NAMES, policy, match)
         result = verdict.intervals(cols, num_resamples, seed=0)
         gold = verdict.gold_steps(recs, policy)
@@ -388,8 +391,9 @@ def sample_matched(args, specs, all_records) -> dict[str, dict[str, records.Reco
         return {}
     print(f"compute-matched vote: {n} paths per problem (trace used {args.num_paths} paths plus probes)", flush=True)
     matched_args = argparse.Namespace(**{**vars(args), "num_paths": n})
-    matched = asyncio.run(sample_all(matched_args, [(name, "none") for name, _ in specs]))
-    return {f"{name}:{ars}": matched[f"{name}:none"] for name, ars in specs}
+    chosen = [(name, ars) for name, ars in specs if not args.matched_data or name in args.matched_data]
+    matched = asyncio.run(sample_all(matched_args, [(name, "none") for name, _ in chosen]))
+    return {f"{name}:{ars}": matched[f"{name}:none"] for name, ars in chosen}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matched", default="off",
                    help="compute-matched votes: 'auto' samples, without an ARS, as many paths as trace's measured "
                         "engine tokens buy (N x trace tokens / sampling tokens); an integer sets that count")
+    p.add_argument("--matched-data", action="append",
+                   help="datasets (by name) that get the compute-matched vote (repeatable; default: all)")
     return p
 
 
