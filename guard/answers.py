@@ -151,6 +151,9 @@ _TURN_FILLER_RE = re.compile(
     re.IGNORECASE,
 )
 _NEGATED_BEFORE_RE = re.compile(r"(?:\bnot|n['\u2019]t)\s*$", re.IGNORECASE)
+# A value (or a closing bracket) right before a minus makes the minus an operator: "24 - 9".
+_OPERAND_BEFORE_RE = re.compile(r"[\d)%]\s*$")
+_DIGIT_RE = re.compile(r"\d")
 
 _WRAPPER_CMD_RE = re.compile(r"\\(?:boxed|fbox|text|textrm|textbf|textit|mathrm|mathbf|mbox)\s*\{")
 _WRAPPER_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ('"', '"'), ("\u201c", "\u201d"))
@@ -204,11 +207,53 @@ def extract_answer(text: str) -> Answer | None:
     if not isinstance(text, str) or not text.strip():
         return None
     text = _cut_continuation(text)
-    for _, source, span in sorted(_explicit_candidates(text), key=lambda c: c[0], reverse=True):
-        answer = _answer_from_span(span, source)
-        if answer is not None:
-            return answer
+    explicit = _explicit_answer(text)
+    if explicit is not None:
+        return explicit[1]
     return _last_number(text)
+
+
+def working_text(text: str) -> str:
+    """A path's working: its text up to, not including, the statement its final answer is read from
+    ("Answer: 21", "the answer is 21", "\\boxed{21}", "#### 21") and anything after it.
+
+    Always a prefix of `text`, so a prompt built on it continues the path's own tokens. The whole line
+    of the statement goes when only words precede its marker ("So the answer is 21", "**Final Answer:**
+    21"); working on that line stays ("15 + 6 = 21. Answer: 21" keeps "15 + 6 = 21."). Without an
+    explicit statement (the answer is the last number, or there is none), the text before any invented
+    next exemplar ("Question: ...").
+    """
+    if not isinstance(text, str):
+        return ""
+    cut = _cut_continuation(text)
+    explicit = _explicit_answer(cut)
+    if explicit is None:
+        return cut
+    start = explicit[0]
+    line_start = cut.rfind("\n", 0, start) + 1
+    if not _DIGIT_RE.search(cut, line_start, start):
+        return cut[:line_start]
+    return cut[:start].rstrip(" \t")
+
+
+def written_values(text: str) -> list[Answer]:
+    """Numbers and clock times written in `text`, in order, operands included. A minus between two
+    values is the operator, not a sign: "24 - 9 = 15" wrote 24, 9 and 15."""
+    values = []
+    for match in _VALUE_IN_TEXT_RE.finditer(text):
+        answer = _value_answer(text, match)
+        if answer is None:
+            continue
+        if answer.raw[:1] in "-\u2212" and _OPERAND_BEFORE_RE.search(text, 0, match.start()):
+            answer = normalize_answer(answer.raw[1:]) or answer
+        values.append(answer)
+    return values
+
+
+def path_values(text: str) -> list[str]:
+    """The distinct normalised values a path wrote in its working (`working_text`): the operands and
+    results of its steps and the numbers it stated, in order of first appearance."""
+    return list(dict.fromkeys(a.normalized for a in written_values(working_text(text))))
 
 
 def normalize_answer(raw: str) -> Answer | None:
@@ -330,6 +375,15 @@ def _explicit_candidates(text: str) -> list[tuple[int, str, str]]:
             source = "is" if separator.lower() == "is" else "colon"
         candidates.append((match.start(), source, _rest_of_line(text, match.end())))
     return candidates
+
+
+def _explicit_answer(text: str) -> tuple[int, Answer] | None:
+    """The last explicit answer statement that reads as an answer: (its offset in `text`, the answer)."""
+    for start, source, span in sorted(_explicit_candidates(text), key=lambda c: c[0], reverse=True):
+        answer = _answer_from_span(span, source)
+        if answer is not None:
+            return start, answer
+    return None
 
 
 def _rest_of_line(text: str, start: int) -> str:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Awaitable, Iterator, TypeVar
 
-from guard.answers import extract_answer, cluster_answers
+from guard.answers import cluster_answers, extract_answer, path_values
 from guard.ars import ArsCache, ArsOutcome, ars_cache_key, generate_ars
 from guard.budget import Budget, StageCostModel
 from guard.consistency import ArsAnalysis, analyze_ars
@@ -21,8 +21,10 @@ from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
 from guard.policy import Policy, decide
 from guard.probe import plan_scoring, probe_paths, score_candidates
-from guard.prompts import PromptBuilder, PromptStyle
-from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage, SubQuestionResult
+from guard.prompts import ProbeFormat, PromptBuilder, PromptStyle
+from guard.result import (
+    ArsSource, Decision, GuardResult, PathResult, PhaseUsage, ProbeAnswerSource, SubQuestionResult,
+)
 from guard.scorers import SCORERS, ScoringInput, select
 from guard.scorers.deepconf import path_confidence
 
@@ -42,6 +44,9 @@ class GuardConfig:
     logprobs_top_k: int = 5
     ars_max_tokens: int = 200
     probe_max_tokens: int = 12
+    # How probes put sub-questions to the paths (see ProbeFormat): `continue` reuses each path's cached
+    # tokens and hides its final answer; `legacy` stays the default until the comparison is measured.
+    probe_format: ProbeFormat = ProbeFormat.LEGACY
     ars_cache_entries: int = 1024
     # Log each request's question and answer (off by default: request text stays out of logs).
     log_request_text: bool = False
@@ -83,7 +88,7 @@ class GuardPipeline:
         self.engine = engine
         self.config = config or GuardConfig()
         self.ars_cache = ArsCache(self.config.ars_cache_entries)
-        self.prompts = PromptBuilder(self.config.prompt_style, engine.render_chat)
+        self.prompts = PromptBuilder(self.config.prompt_style, engine.render_chat, self.config.probe_format)
         self.costs = StageCostModel()
 
     async def run(self, params: GuardParams) -> GuardResult:
@@ -151,6 +156,7 @@ class GuardPipeline:
                 num_tokens=c.num_tokens,
                 finish_reason=c.finish_reason,
                 mean_token_logprob=_mean_logprob(c.token_logprobs),
+                path_values=path_values(c.text),
             )
             for i, c in enumerate(sampled.completions)
         ]
@@ -371,8 +377,9 @@ class GuardPipeline:
                 p.first_failure_step = analysis.first_failure_step[p.index]
         table = []
         if analysis is not None:
-            table = [
-                SubQuestionResult(
+            for k in range(len(analysis.sub_questions)):
+                sources = [_answer_source(a, paths[i]) for i, a in enumerate(analysis.path_answers[k])]
+                table.append(SubQuestionResult(
                     sub_question=analysis.sub_questions[k],
                     modal_answer=analysis.modal[k],
                     agreement=analysis.agreement[k],
@@ -380,13 +387,10 @@ class GuardPipeline:
                     path_answers=analysis.path_answers[k],
                     answered=analysis.answered[k],
                     echo=analysis.echo[k],
-                    echo_paths=sum(
-                        1 for i, a in enumerate(analysis.path_answers[k])
-                        if a and paths[i].answer is not None and a == paths[i].answer.normalized
-                    ),
-                )
-                for k in range(len(analysis.sub_questions))
-            ]
+                    echo_paths=sources.count(ProbeAnswerSource.FINAL_ANSWER),
+                    from_path_values=sources.count(ProbeAnswerSource.PATH_VALUE),
+                    path_answer_sources=sources,
+                ))
         winner_answer = paths[winner_paths[0]].answer if winner_paths else None
         features = {"vote_share": selection.vote_share, "weighted_share": selection.weighted_share,
                     "margin": selection.margin}
@@ -421,6 +425,18 @@ class GuardPipeline:
             features=features,
             scoring=inp,
         )
+
+
+def _answer_source(answer: str, path: PathResult) -> ProbeAnswerSource | None:
+    """Where a path's normalised probe answer comes from: a restatement of its own final answer is
+    kept as the answer (the probe may be right that the step's value is the final one) but told apart."""
+    if not answer:
+        return None
+    if path.answer is not None and answer == path.answer.normalized:
+        return ProbeAnswerSource.FINAL_ANSWER
+    if answer in path.path_values:
+        return ProbeAnswerSource.PATH_VALUE
+    return ProbeAnswerSource.OTHER
 
 
 def _note_uninformative(analysis: ArsAnalysis, notes: list[str], degraded: list[str]) -> None:

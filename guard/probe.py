@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,13 +24,38 @@ class ProbeOutcome:
     surface: list[dict[str, str]]
 
 
+# Ends a clause of a probe answer that goes on past its value ("15, then 15 + 6 = 21").
+_CLAUSE_END_RE = re.compile(r",\s|;|\.\s|\s(?:then|so|and)\s", re.IGNORECASE)
+_STARTS_WITH_VALUE_RE = re.compile(r"\s*[-+−]?\s*[$€£¥]?\s*\d")
+# A value followed by more arithmetic: the left side of the next link of a chain ("15" of "15 + 6").
+_LEADING_VALUE_RE = re.compile(
+    r"\s*(?P<value>[-−]?[$€£¥]?\s*\d[\d,]*(?:\.\d+)?%?)"
+    r"\s*[-+*/×÷x]\s*[$€£¥(]?\s*\d"
+)
+
+
 def _short(raw: str) -> str:
-    # Probes are asked for a short value; keep the first line, drop a trailing period. Small models
-    # often answer with the calculation ("3 + 16 = 19"): its value is what follows the last "=".
+    """The value a probe answered, from the first line of its completion.
+
+    Probes are asked for a short value, but small models often answer with the calculation, and go on
+    past it: "24 - 9 = 15, then 15 + 6 = 21" answers "How many are left after selling?" with 15, the
+    value of its first complete equation (not the last one, which is usually the final answer). A line
+    that starts with a plain value keeps it ("15, then 15 + 6 = 21" is 15 too); a chained equation
+    reads its first result ("24 - 9 = 15 + 6 = 21" is 15). A trailing period or unmatched bracket is
+    dropped.
+    """
     line = raw.strip().splitlines()[0] if raw.strip() else ""
     if "=" in line:
-        line = line.rsplit("=", 1)[1]
-    return line.strip().rstrip(".").strip()
+        first_clause = _CLAUSE_END_RE.split(line, maxsplit=1)[0]
+        if "=" not in first_clause and _STARTS_WITH_VALUE_RE.match(first_clause):
+            line = first_clause
+        else:
+            result = _CLAUSE_END_RE.split(line.split("=", 1)[1], maxsplit=1)[0].split("=", 1)[0]
+            lead = _LEADING_VALUE_RE.match(result)
+            line = lead.group("value") if lead is not None else result
+    line = line.strip().rstrip(".").strip()
+    # The close of a bracket the value sat in: "12 (7 + 5 = 12)" is 12.
+    return line.rstrip(")").strip() if line.count(")") > line.count("(") else line
 
 
 async def probe_paths(
@@ -46,10 +72,7 @@ async def probe_paths(
     usage: PhaseUsage,
 ) -> ProbeOutcome:
     """Ask every sub-question of every path in one batch (N x K short greedy completions)."""
-    grid = [
-        [prompts.probe_prompt(question, text, sub, system_prompt, images) for text in path_texts]
-        for sub in sub_questions
-    ]
+    grid = prompts.probe_prompts(question, path_texts, sub_questions, system_prompt, images)
     flat = [p for row in grid for p in row]
     spec = SampleSpec(n=1, temperature=0.0, max_tokens=max_tokens, stop=prompts.probe_stop)
     results = await engine.generate_many(flat, spec, request_id)
@@ -133,9 +156,7 @@ def plan_scoring(prompts: PromptBuilder, probes: ProbeOutcome, mode: ScoreMode =
                 own = row[i]
                 candidates = [ranked[0], own if own and own != ranked[0] else ranked[1]]
             for cand in candidates:
-                items.append(
-                    ScoreItem(prompt, prompts.continuation_prefix + probes.surface[k][cand] + prompts.continuation_suffix)
-                )
+                items.append(ScoreItem(prompt, prompts.continuation(prompt, probes.surface[k][cand])))
                 index.append((k, i, cand))
     return ScorePlan(items, index, base)
 

@@ -45,6 +45,10 @@ class Record:
     question: str = ""
     # Engine tokens per phase: phase -> [prompt, generated, cached prompt] (None in records made before).
     usage: dict[str, list[int]] | None = None
+    # Per path, the normalised values it wrote in its working (None in records made before).
+    path_values: list[list[str]] | None = None
+    # Wall time per pipeline stage ("sample", "probe", "score", ...; None in records made before).
+    timings_ms: dict[str, float] | None = None
 
     @classmethod
     def from_result(
@@ -67,6 +71,8 @@ class Record:
             question=question,
             usage={phase: [u.prompt_tokens, u.generated_tokens, u.cached_prompt_tokens]
                    for phase, u in result.usage.items()},
+            path_values=[list(p.path_values) for p in result.paths],
+            timings_ms={stage: round(ms, 1) for stage, ms in result.timings_ms.items()},
         )
 
     def answer_objects(self) -> list[Answer | None]:

@@ -33,6 +33,17 @@ class Region(enum.Enum):
     NO_ANSWER = "no_answer"
 
 
+class ProbeAnswerSource(enum.Enum):
+    """Where a path's probe answer comes from, read against the path's own text."""
+
+    # The path's own final answer: a restatement (an echo), kept as the answer but counted apart.
+    FINAL_ANSWER = "final_answer"
+    # One of the values the path wrote in its working (an operand or the result of one of its steps).
+    PATH_VALUE = "path_value"
+    # Neither: the path may have reasoned in words, or the probe made the value up.
+    OTHER = "other"
+
+
 class ArsSource(enum.Enum):
     NONE = "none"
     REQUEST = "request"
@@ -48,6 +59,8 @@ class PathResult:
     num_tokens: int
     finish_reason: str | None
     mean_token_logprob: float = 0.0
+    # Normalised values the path wrote in its working, before its answer line (answers.path_values).
+    path_values: list[str] = field(default_factory=list)
     # Weight of this path under the scorer used.
     score: float = 0.0
     # ARS support in [0, 1]: share of the path's informative steps matching the mode (the mean of the
@@ -73,6 +86,11 @@ class SubQuestionResult:
     echo: bool = False
     # Paths whose answer to this sub-question equals their own final answer.
     echo_paths: int = 0
+    # Paths whose answer is one of the values they wrote in their working, other than their final
+    # answer (echo_paths + from_path_values + the OTHER answers = answered).
+    from_path_values: int = 0
+    # Per path, in path order: where its answer comes from (None when unanswered).
+    path_answer_sources: list[ProbeAnswerSource | None] = field(default_factory=list)
 
 
 @dataclass

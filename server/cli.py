@@ -24,7 +24,7 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
     from guard.params import Defaults, Limits, Mode, ScoreMode
     from guard.pipeline import GuardConfig
     from guard.policy import Policy
-    from guard.prompts import PromptStyle
+    from guard.prompts import ProbeFormat, PromptStyle
 
     if args.probe_max_tokens is not None and args.probe_max_tokens < 1:
         raise SystemExit("error: --probe-max-tokens must be at least 1")
@@ -38,6 +38,7 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
         policy=Policy.load(args.policy) if args.policy else Policy(),
         prompt_style=PromptStyle(args.prompt_style),
         probe_max_tokens=args.probe_max_tokens or GuardConfig.probe_max_tokens,
+        probe_format=ProbeFormat(args.probe_format),
         log_request_text=args.log_request_text,
     )
 
@@ -207,7 +208,8 @@ def format_response(resp, show_paths: bool = False) -> str:
         for k, row in enumerate(resp.sub_questions, 1):
             lines.append(f"{k:>3}  {row.modal_answer[:10] or '-':<10} {row.agreement:>5.2f} {row.soft_agreement:>5.2f}  "
                          f"{row.sub_question}")
-            flags = f"  answered {row.answered}/{len(row.path_answers)}" + ("  ECHO (not counted)" if row.echo else "")
+            flags = (f"  answered {row.answered}/{len(row.path_answers)}  final answer {row.echo_paths}  "
+                     f"path value {row.from_path_values}" + ("  ECHO (not counted)" if row.echo else ""))
             lines.append(f"{'':>28}[{', '.join(a or '-' for a in row.path_answers)}]{flags}")
     lines.append("")
     lines.append("timings (ms): " + "  ".join(f"{t.stage}={t.duration_ms:.0f}" for t in resp.timings))
@@ -312,6 +314,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from guard.params import Defaults, ScoreMode
+    from guard.prompts import ProbeFormat
     from server.model_registry import FALLBACK_MODEL, MODELS, SERVE_DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="trace-guard", description=__doc__)
@@ -358,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(contested), or none (hard agreement only)")
     s.add_argument("--probe-max-tokens", type=int,
                    help="token limit of one sub-question probe; a probe cut at it counts as unanswered")
+    s.add_argument("--probe-format", choices=[f.value for f in ProbeFormat], default=ProbeFormat.LEGACY.value,
+                   help="continue: probes continue each path's own prompt and text up to its answer line (the "
+                        "prefix cache serves them; the final answer is out of view); legacy: the path's whole "
+                        "text under a probe header of its own")
     s.add_argument("--policy", help="policy JSON file (from `trace-guard calibrate`)")
     s.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot",
                    help="fewshot completion prompt (best for small models) or the model's chat template")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from guard.answers import Answer
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode
-from guard.result import AbstainReason, ArsSource, Decision, GuardResult, Region
+from guard.result import AbstainReason, ArsSource, Decision, GuardResult, ProbeAnswerSource, Region
 from server.arms import Arm
 from server.pb import guard_pb2 as pb
 
@@ -30,6 +30,12 @@ _ARS_TO_PB = {
     ArsSource.REQUEST: pb.ARS_SOURCE_REQUEST,
     ArsSource.CACHE: pb.ARS_SOURCE_CACHE,
     ArsSource.MODEL: pb.ARS_SOURCE_MODEL,
+}
+_SOURCE_TO_PB = {
+    None: pb.PROBE_ANSWER_SOURCE_UNSPECIFIED,
+    ProbeAnswerSource.FINAL_ANSWER: pb.PROBE_ANSWER_SOURCE_FINAL_ANSWER,
+    ProbeAnswerSource.PATH_VALUE: pb.PROBE_ANSWER_SOURCE_PATH_VALUE,
+    ProbeAnswerSource.OTHER: pb.PROBE_ANSWER_SOURCE_OTHER,
 }
 
 
@@ -121,6 +127,7 @@ def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | 
                 support=p.support,
                 first_failure_step=p.first_failure_step or 0,
                 in_winning_cluster=p.in_winning_cluster,
+                path_values=p.path_values,
             )
         )
     for row in result.sub_questions:
@@ -134,6 +141,8 @@ def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | 
                 answered=row.answered,
                 echo=row.echo,
                 echo_paths=row.echo_paths,
+                from_path_values=row.from_path_values,
+                path_answer_sources=[_SOURCE_TO_PB[source] for source in row.path_answer_sources],
             )
         )
     for phase, usage in result.usage.items():

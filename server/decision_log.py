@@ -132,13 +132,15 @@ def outcome_record(result: GuardResult) -> dict[str, Any]:
         "ars": [
             {"sub_question": s.sub_question, "modal_answer": s.modal_answer, "agreement": s.agreement,
              "soft_agreement": s.soft_agreement, "path_answers": s.path_answers, "answered": s.answered,
-             "echo": s.echo, "echo_paths": s.echo_paths}
+             "echo": s.echo, "echo_paths": s.echo_paths, "from_path_values": s.from_path_values,
+             "path_answer_sources": [src.value if src else None for src in s.path_answer_sources]}
             for s in result.sub_questions
         ],
         "paths": [
             {"index": p.index, "answer": p.answer.normalized if p.answer else None, "support": p.support,
              "score": p.score, "first_failure_step": p.first_failure_step, "in_winning_cluster": p.in_winning_cluster,
-             "finish_reason": p.finish_reason, "num_tokens": p.num_tokens, "text": p.text}
+             "finish_reason": p.finish_reason, "num_tokens": p.num_tokens, "text": p.text,
+             "path_values": p.path_values}
             for p in result.paths
         ],
         "timings_ms": result.timings_ms,

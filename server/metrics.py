@@ -54,6 +54,11 @@ class GuardMetrics:
             "Probe answers that could not be read (left out of agreement, not counted as disagreement).",
             registry=r,
         )
+        self.probe_answers = Counter(
+            "trace_guard_probe_answers_total",
+            "Read probe answers by source: the path's own final answer (an echo), another value the path "
+            "wrote in its working (path_value), or neither (other).", ["source"], registry=r,
+        )
         self.paths = Counter("trace_guard_paths_total", "Reasoning paths sampled.", registry=r)
         self.tokens = Counter(
             "trace_guard_tokens_total", "Tokens by pipeline phase and kind (prompt, generated, cached).",
@@ -136,6 +141,9 @@ class GuardMetrics:
         for row in result.sub_questions:
             self.sub_questions.labels("echo" if row.echo else "informative").inc()
             self.probe_answers_missing.inc(len(row.path_answers) - row.answered)
+            for source in row.path_answer_sources:
+                if source is not None:
+                    self.probe_answers.labels(source.value).inc()
         self.paths.inc(len(result.paths))
         for stage in result.degraded_stages:
             self.degraded.labels(stage).inc()

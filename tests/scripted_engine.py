@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from guard.engine import Completion, GenerationResult, ModelInfo, Prompt, SampleSpec, ScoreItem, ScoreResult
 from guard.errors import EngineError
+from guard.prompts import PROBE_INSTRUCTION
 
-# The last "Solution:" of a probe prompt is the probed path (earlier ones are few-shot examples).
-_PROBE = re.compile(r"Solution: (?P<path>(?:(?!Solution: ).)*)\nSub-question: (?P<sub>[^\n]*)\nShort answer:$", re.S)
+# The last "Solution:" of a probe prompt is the probed path (earlier ones are few-shot examples); a
+# continue-format probe has only the path's working there, possibly nothing.
+_PROBE = re.compile(
+    r"Solution: ?(?P<path>(?:(?!Solution:).)*)\nSub-question: (?P<sub>[^\n]*)\nShort answer:$", re.DOTALL
+)
+# A chat probe through `render_chat` below: the path is the last assistant turn before the instruction.
+_CHAT_PROBE = re.compile(
+    r"<assistant>(?P<path>(?:(?!<assistant>).)*)\n<user>" + re.escape(PROBE_INSTRUCTION.split("{")[0])
+    + r"(?P<sub>[^\n]*)\n<assistant>$", re.DOTALL,
+)
+
+
+def _probed(text: str) -> re.Match | None:
+    """The (path, sub-question) a probe prompt asks about; None when `text` is no probe."""
+    return _PROBE.search(text) or _CHAT_PROBE.search(text)
 
 
 @dataclass
@@ -44,6 +59,12 @@ class ScriptedEngine:
     dead: bool = False
     restarts: int = 0
     calls: list[tuple[str, int]] = field(default_factory=list)
+    # Every generate call's prompt, by kind ("sample", "ars", "probe").
+    prompts: list[tuple[str, Prompt]] = field(default_factory=list)
+    # Simulate a prefix cache of words: a prompt's cached tokens are the words it shares from its start
+    # with an earlier prompt, or an earlier prompt followed by one of its completions.
+    prefix_cache: bool = False
+    _cached_texts: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     in_flight: int = 0
 
@@ -58,7 +79,8 @@ class ScriptedEngine:
         return ModelInfo("scripted", "scripted", 2048, self.accepts_images)
 
     def render_chat(self, messages, add_generation_prompt: bool = True) -> str:
-        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
+        text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
+        return text + "<assistant>" if add_generation_prompt else text
 
     async def _wait(self, kind: str) -> None:
         self.in_flight += 1
@@ -84,15 +106,28 @@ class ScriptedEngine:
         text = prompt.text
         if spec.json_schema is not None:
             kind, outputs = "ars", [self.ars]
-        elif (m := _PROBE.search(text)) is not None:
+        elif (m := _probed(text)) is not None:
             kind, outputs = "probe", [" " + self.probe(m.group("path"), m.group("sub"))]
         else:
             kind = "sample"
             outputs = [self.paths[i % len(self.paths)] for i in range(spec.n)]
         await self._wait(kind)
         self.calls.append((kind, spec.n))
+        self.prompts.append((kind, prompt))
         completions = [self._completion(o, spec) for o in outputs]
-        return GenerationResult(completions, prompt_tokens=len(text.split()))
+        return GenerationResult(
+            completions, prompt_tokens=len(text.split()), cached_prompt_tokens=self._cache(text, completions)
+        )
+
+    def _cache(self, text: str, completions: list[Completion]) -> int:
+        if not self.prefix_cache:
+            return 0
+        shared = max((len(os.path.commonprefix([text, seen]).split()) for seen in self._cached_texts),
+                     default=0)
+        self._cached_texts += [text] + [text + c.text for c in completions]
+        # Whole words only (the last shared one may be cut), never the whole prompt (the engine always
+        # computes at least one token).
+        return max(0, min(shared - 1, len(text.split()) - 1))
 
     def _completion(self, text: str, spec: SampleSpec) -> Completion:
         words, finish = text.split(), "stop"
@@ -115,7 +150,7 @@ class ScriptedEngine:
         self.calls.append(("score", len(items)))
         out = []
         for item in items:
-            m = _PROBE.search(item.context.text)
+            m = _probed(item.context.text)
             expected = self.probe(m.group("path"), m.group("sub")) if m else ""
             logprob = -0.5 if item.continuation.strip() == expected else -4.0
             out.append(ScoreResult(logprob, 1, len(item.context.text.split())))

@@ -710,3 +710,51 @@ def test_math_verify_works_from_worker_threads():
     assert extracted[0].normalized == "sqrt(3)/3"
     assert same_root and same_poly and not different
     assert clusters == [[0, 1], [2, 3], [4]]
+
+
+# -- a path's working and the values it wrote ------------------------------------------------------
+
+MUFFINS = " He has 24 - 9 = 15 muffins left after selling. Then he has 15 + 6 = 21 muffins.\nAnswer: 21"
+
+
+@pytest.mark.parametrize(
+    "text, working",
+    [
+        (MUFFINS, MUFFINS.removesuffix("Answer: 21")),
+        (" 3 + 4 = 7.\nAnswer: 7\n\nQuestion: Next one?", " 3 + 4 = 7.\n"),  # and anything after it
+        (" 15 + 6 = 21. Answer: 21", " 15 + 6 = 21."),  # working on the answer's own line stays
+        ("So 5 + 7 = 12 apples.\nSo the answer is 12.", "So 5 + 7 = 12 apples.\n"),  # only words before it
+        ("7 + 5 = 12\n**Final Answer:**\n12", "7 + 5 = 12\n"),
+        ("7 + 5 = 12, so \\boxed{12}", "7 + 5 = 12, so"),
+        ("7 + 5 = 12\n#### 12", "7 + 5 = 12\n"),
+        ("Answer: 12", ""),
+        (" He has 7 + 5 = 12.", " He has 7 + 5 = 12."),  # no answer statement: all of it
+        (" He has 12.\nQuestion: Ann has 3 pens?", " He has 12.\n"),  # not the invented next exemplar
+        ("", ""),
+    ],
+    ids=["answer-line", "after-it", "same-line", "answer-is", "final-answer-heading", "boxed", "hashes",
+         "only-answer", "no-statement", "invented-exemplar", "empty"],
+)
+def test_working_text_is_the_path_before_its_answer_statement(text, working):
+    assert answers.working_text(text) == working
+    assert text.startswith(working)  # a prefix: a probe built on it continues the path's tokens
+
+
+@pytest.mark.parametrize(
+    "text, values",
+    [
+        (MUFFINS, ["24", "9", "15", "6", "21"]),
+        (" 3 + 4 = 7.\nAnswer: 7", ["3", "4", "7"]),
+        (" 3 + 4 = 8.\nAnswer: 7", ["3", "4", "8"]),  # the answer line is not working
+        (" It was -5 degrees and rose 8: -5 + 8 = 3.\nAnswer: 3", ["-5", "8", "3"]),  # a sign, not an operator
+        (" 10 - -2 = 12", ["10", "-2", "12"]),
+        (" He pays $3.50 for 1,200 g, 1/4 of it at 2:30 pm.\nAnswer: 3.5", ["3.5", "1200", "0.25", "14:30"]),
+        (" Half of twelve is six.\nAnswer: 6", []),  # number words are prose, not written values
+        (" 2 + 2 = 4 and 4 * 2 = 8.\nAnswer: 8", ["2", "4", "8"]),  # distinct, in order of first appearance
+        (" No numbers here.", []),
+    ],
+    ids=["muffins", "one-step", "wrong-step", "negative", "minus-negative", "units-time", "words", "distinct",
+         "none"],
+)
+def test_path_values_are_the_values_written_in_the_working(text, values):
+    assert answers.path_values(text) == values

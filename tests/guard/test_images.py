@@ -127,7 +127,11 @@ class ImageRecordingEngine(ScriptedEngine):
         return await super().score(items, request_id)
 
 
-async def test_images_reach_sampling_ars_probes_and_scoring():
+@pytest.mark.parametrize("probe_format", ["legacy", "continue"])
+async def test_images_reach_sampling_ars_probes_and_scoring(probe_format):
+    from guard.pipeline import GuardConfig
+    from guard.prompts import ProbeFormat
+
     engine = ImageRecordingEngine(
         paths=[" 2 + 1 = 3.\nAnswer: 3", " 2 + 1 = 3.\nAnswer: 3", " 2 + 2 = 4.\nAnswer: 4"],
         ars=ars_json("How many squares are red?"), accepts_images=True,
@@ -135,7 +139,7 @@ async def test_images_reach_sampling_ars_probes_and_scoring():
     # Three paths against one: the sub-question has a mode, so full scoring has something to weigh.
     params = GuardParams(question="How many red squares?", images=(ImageInput(encode(), "image/png"),), num_paths=4,
                          score_mode="full")
-    result = await GuardPipeline(engine).run(params)
+    result = await GuardPipeline(engine, GuardConfig(probe_format=ProbeFormat(probe_format))).run(params)
     assert result.sub_questions and result.usage["score"].prompt_tokens > 0
     kinds = {kind for kind, _ in engine.seen}
     assert kinds == {"sample", "ars", "probe", "score"}

@@ -186,10 +186,10 @@ async def test_truncated_paths_have_no_answer():
 
 
 async def test_completions_cut_at_their_token_limit_are_counted_and_never_read():
-    # Probes that write out the calculation run past a 6-token probe limit: the cut "3 + 4 = 7 +" would
-    # be read as 7, so it must count as unanswered. One of the paths is cut too.
+    # Probes that write out the calculation run past a 6-token probe limit: the cut "The total is 287 + 76"
+    # would be read as 363, so it must count as unanswered. One of the paths is cut too.
     paths = [" 287 + 76 = 443.\nAnswer: 443"] * 3 + [" " + "step " * 40 + "Answer: 443"]
-    engine = ScriptedEngine(paths=paths, probe=lambda path, sub: "3 + 4 = 7 + 436 = 443",
+    engine = ScriptedEngine(paths=paths, probe=lambda path, sub: "The total is 287 + 76 = 443 apples",
                             honor_max_tokens=True)
     pipeline = GuardPipeline(engine, GuardConfig(probe_max_tokens=6))
     result = await pipeline.run(GuardParams(question="q?", num_paths=4, max_tokens=20,

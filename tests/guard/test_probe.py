@@ -5,7 +5,31 @@ import pytest
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [(" 12\n", "12"), (" 3 + 16 = 19.", "19"), (" 5 apples", "5 apples"), ("", ""), ("\n\n", ""), (" 7\nmore", "7")],
+    [
+        (" 12\n", "12"),
+        (" 3 + 16 = 19.", "19"),
+        (" 5 apples", "5 apples"),
+        ("", ""),
+        ("\n\n", ""),
+        (" 7\nmore", "7"),
+        # The first complete equation's value, not the last one (usually the path's final answer).
+        (" 24 - 9 = 15, then 15 + 6 = 21", "15"),
+        (" 24 - 9 = 15. Then 15 + 6 = 21.", "15"),
+        (" 24 / 2 = 12 and 12 * 3 = 36", "12"),
+        (" 24 - 9 = 15 + 6 = 21", "15"),  # a chain: its first result
+        (" 15, then 15 + 6 = 21", "15"),  # a plain value first
+        (" He sold 9; he has 24 - 9 = 15 left", "15 left"),  # words first: the equation's value
+        (" = 15", "15"),
+        (" x = 5 km", "5 km"),
+        (" 1,000 + 500 = 1,500", "1,500"),
+        (" $24 - $9 = $15", "$15"),
+        (" 3.5 + 1.5 = 5.0.", "5.0"),
+        (" -3 + 5 = 2", "2"),
+        (" 12 (7 + 5 = 12)", "12"),
+        (" (3 + 4) * 2 = 14", "14"),
+        (" 6 * 4 = 24 eggs", "24 eggs"),
+        (" Paris, France", "Paris, France"),  # no equation: the line as written
+    ],
 )
 def test_short_probe_answer(raw, expected):
     from guard.probe import _short
@@ -114,3 +138,146 @@ def test_hard_mode_scores_nothing():
 
     plan = _plan([["1", "2", "2", "3"], ["4", "4", "5", ""]], ScoreMode.HARD)
     assert plan.items == [] and plan.base == [[None] * 4, [None] * 4]
+
+
+# -- the continue format: probes extend the path's own prompt and text ----------------------------
+
+QUESTION = "A baker makes 24 muffins and sells 9. Then he bakes 6 more. How many muffins does he have now?"
+PATH = " He has 24 - 9 = 15 muffins left after selling. Then he has 15 + 6 = 21 muffins.\nAnswer: 21"
+WORKING = " He has 24 - 9 = 15 muffins left after selling. Then he has 15 + 6 = 21 muffins.\n"
+
+
+def _builder(style, probe_format, render=None):
+    from guard.prompts import ProbeFormat, PromptBuilder, PromptStyle
+    from tests.scripted_engine import ScriptedEngine
+
+    return PromptBuilder(PromptStyle(style), render or ScriptedEngine().render_chat, ProbeFormat(probe_format))
+
+
+@pytest.mark.parametrize("style", ["fewshot", "chat"])
+def test_a_continue_probe_is_the_sampling_prompt_then_the_path_up_to_its_answer_line(style):
+    builder = _builder(style, "continue")
+    sampled = builder.path_prompt(QUESTION).text
+    probe = builder.probe_prompt(QUESTION, PATH, "How many muffins are left after selling?").text
+    # Byte for byte what was sampled, so the tokenizer reproduces the path's cached tokens.
+    assert probe.startswith(sampled + WORKING.rstrip())
+    rest = probe[len(sampled + WORKING.rstrip()):]
+    assert "How many muffins are left after selling?" in rest and "Answer: 21" not in rest
+    if style == "fewshot":
+        assert rest == "\nSub-question: How many muffins are left after selling?\nShort answer:"
+
+
+@pytest.mark.parametrize(
+    "path, working",
+    [
+        (PATH, WORKING),
+        (" 15 + 6 = 21. Answer: 21", " 15 + 6 = 21.\n"),  # cut mid-line: a line break is added
+        ("Answer: 21", "\n"),
+        (" He has 21 muffins.", " He has 21 muffins.\n"),  # no answer line: the whole path
+    ],
+)
+def test_a_fewshot_continue_probe_starts_the_sub_question_on_a_line_of_its_own(path, working):
+    builder = _builder("fewshot", "continue")
+    probe = builder.probe_prompt(QUESTION, path, "How many?").text
+    assert probe == builder.path_prompt(QUESTION).text + working + "Sub-question: How many?\nShort answer:"
+
+
+@pytest.mark.parametrize(
+    "template", ["CHATML", "CHATML_VISION", "LLAMA3", "GEMMA"],
+)
+def test_a_chat_continue_probe_is_the_conversation_with_the_paths_own_text(template):
+    """Through real chat templates: the sampling prompt, the path's text verbatim (even where the template
+    would trim it), then what the template writes to end that turn and ask the sub-question."""
+    from guard.prompts import PROBE_INSTRUCTION
+    from tests.guard import test_prompts
+
+    render = test_prompts.jinja_renderer(getattr(test_prompts, template))
+    builder = _builder("chat", "continue", render)
+    sampled = builder.path_prompt(QUESTION).text
+    probe = builder.probe_prompt(QUESTION, PATH, "How many are left?").text
+    assert probe.startswith(sampled + WORKING.rstrip())
+    messages = builder._chat_messages(QUESTION, "", 0) + [
+        {"role": "assistant", "content": WORKING.strip()},
+        {"role": "user", "content": PROBE_INSTRUCTION.format(sub_question="How many are left?")},
+    ]
+    # Up to the path's own whitespace, the very conversation the template renders.
+    assert probe.replace(WORKING.rstrip(), WORKING.strip()) == render(messages)
+
+
+def test_a_chat_template_that_renders_past_turns_differently_gets_the_conversation_rendered():
+    """A template whose generation prompt differs from how it writes a past assistant turn (here: an
+    empty thinking block) cannot share the prefix: the probe is the rendered conversation, still without
+    the path's answer line."""
+    from tests.guard.test_prompts import CHATML, jinja_renderer
+
+    thinking = CHATML.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think></think>'")
+    builder = _builder("chat", "continue", jinja_renderer(thinking))
+    sampled = builder.path_prompt(QUESTION).text
+    probe = builder.probe_prompt(QUESTION, PATH, "How many are left?").text
+    assert sampled.endswith("<think></think>") and not probe.startswith(sampled)
+    assert WORKING.strip() in probe and "Answer: 21" not in probe
+
+
+def test_continue_probes_with_images_extend_the_image_prompt():
+    builder = _builder("fewshot", "continue")
+    image = object()
+    sampled = builder.path_prompt(QUESTION, images=[image])
+    probe = builder.probe_prompt(QUESTION, PATH, "How many?", images=[image])
+    assert probe.images == (image,) and probe.text.startswith(sampled.text + WORKING.rstrip())
+    assert "Answer: 21" not in probe.text
+
+
+def test_the_continue_format_teaches_sub_questions_in_the_sampling_prompt_and_never_samples_them():
+    legacy, cont = _builder("fewshot", "legacy"), _builder("fewshot", "continue")
+    assert "Sub-question:" not in legacy.path_prompt(QUESTION).text
+    assert legacy.path_stop == ("\n\n", "\nQuestion:")
+    text = cont.path_prompt(QUESTION).text
+    assert "Answer: 21\nSub-question: How many muffins are left after selling?\nShort answer: 15\n" in text
+    assert text.endswith(f"Question: {QUESTION}\nSolution:")
+    assert cont.path_stop == ("\n\n", "\nQuestion:", "\nSub-question:", "\nShort answer:")
+    # Chat sampling is the same in both formats.
+    assert _builder("chat", "continue").path_prompt(QUESTION) == _builder("chat", "legacy").path_prompt(QUESTION)
+    assert _builder("chat", "continue").path_stop == ()
+
+
+@pytest.mark.parametrize("style", ["fewshot", "chat"])
+def test_legacy_probes_are_unchanged(style):
+    builder = _builder(style, "legacy")
+    probe = builder.probe_prompt(QUESTION, PATH, "How many?").text
+    assert PATH.strip() in probe  # the whole path, answer line included
+    if style == "fewshot":
+        assert probe.endswith(f"Question: {QUESTION}\nSolution: {PATH.strip()}\nSub-question: How many?\nShort answer:")
+
+
+@pytest.mark.parametrize("style", ["fewshot", "chat"])
+async def test_the_pipelines_continue_probes_extend_what_was_sampled(style):
+    """End to end on the scripted engine: every probe starts with the sampling prompt and its path's
+    text less the answer line; sampling stops before a sub-question line; the simulated prefix cache
+    serves far more of the probe prompts than in the legacy format."""
+    from guard.params import GuardParams
+    from guard.pipeline import GuardConfig, GuardPipeline
+    from guard.prompts import ProbeFormat, PromptStyle
+    from tests.scripted_engine import ScriptedEngine
+
+    paths = [PATH, " He sells 9, so 24 - 9 = 15. He bakes 6: 15 + 6 = 21.\nAnswer: 21"]
+    shares = {}
+    for probe_format in ProbeFormat:
+        engine = ScriptedEngine(paths=paths, probe=lambda path, sub: "15", prefix_cache=True)
+        config = GuardConfig(prompt_style=PromptStyle(style), probe_format=probe_format)
+        result = await GuardPipeline(engine, config).run(GuardParams(
+            question=QUESTION, num_paths=2, sub_questions=("How many are left after selling?", "How many now?")))
+        usage = result.usage["probe"]
+        shares[probe_format] = usage.cached_prompt_tokens / usage.prompt_tokens
+        if probe_format is ProbeFormat.CONTINUE:
+            (sampled,) = [p.text for kind, p in engine.prompts if kind == "sample"]
+            probes = [p.text for kind, p in engine.prompts if kind == "probe"]
+            assert len(probes) == 4
+            for k in range(2):
+                for i, path in enumerate(paths):
+                    working = path.removesuffix("Answer: 21").rstrip()
+                    assert probes[k * 2 + i].startswith(sampled + working)
+                    assert "Answer: 21" not in probes[k * 2 + i][len(sampled):]
+            assert result.sub_questions[0].path_answers == ["15", "15"]
+            assert result.sub_questions[0].from_path_values == 2
+    # Only the sub-question is new to the cache (a word of its path's text may be recomputed).
+    assert shares[ProbeFormat.CONTINUE] > max(0.8, shares[ProbeFormat.LEGACY]), shares

@@ -98,9 +98,10 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
     from server.pb import guard_pb2_grpc
     from tests.server.conftest import start_server, stop_server
 
-    args = build_parser().parse_args(["serve", "--score-mode", "hard", "--probe-max-tokens", "20", "--num-paths", "5"])
+    args = build_parser().parse_args(["serve", "--score-mode", "hard", "--probe-max-tokens", "20", "--num-paths", "5",
+                                      "--probe-format", "continue"])
     config = guard_config(args)
-    assert config.probe_max_tokens == 20
+    assert config.probe_max_tokens == 20 and config.probe_format.value == "continue"
     handle = await start_server(ScriptedEngine(), config)
     try:
         info = await guard_pb2_grpc.GuardServiceStub(handle.channel).GetInfo(pb.GetInfoRequest())
@@ -109,5 +110,6 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
         await stop_server(handle)
     default = guard_config(build_parser().parse_args(["serve"]))
     assert default.defaults.score_mode.value == "contested" and default.probe_max_tokens == 12
+    assert default.probe_format.value == "legacy"
     with pytest.raises(SystemExit):
         guard_config(build_parser().parse_args(["serve", "--probe-max-tokens", "0"]))

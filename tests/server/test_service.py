@@ -279,3 +279,45 @@ async def test_echo_and_missing_probe_answers_are_reported_and_counted():
         assert "trace_guard_probe_answers_missing_total 2.0" in text
     finally:
         await stop_server(handle)
+
+
+@pytest.mark.parametrize("probe_format", ["legacy", "continue"])
+async def test_probe_answer_sources_are_reported_and_counted(probe_format):
+    """Each probe answer is told apart by where it comes from: the path's own final answer (an echo),
+    another value the path wrote, or neither; the response and the metrics say how many of each."""
+    from guard.pipeline import GuardConfig
+    from guard.prompts import ProbeFormat
+
+    sells_first = " He has 24 - 9 = 15 left after selling. Then 15 + 6 = 21 muffins.\nAnswer: 21"
+    bakes_first = " He has 24 + 6 = 30 after baking. Then 30 - 9 = 21 muffins.\nAnswer: 21"
+
+    def probe(path: str, sub: str) -> str:
+        if sub == "How many are left after selling?":
+            # The calculation's first equation is the value asked for (not the last one, 21).
+            return "24 - 9 = 15, then 15 + 6 = 21" if "selling" in path else "21"
+        return "9" if "selling" in path else "8"
+
+    engine = ScriptedEngine(paths=[sells_first, bakes_first], probe=probe)
+    handle = await start_server(engine, GuardConfig(probe_format=ProbeFormat(probe_format)))
+    try:
+        resp = await stub(handle).Guard(pb.GuardRequest(
+            question="A baker makes 24 muffins, sells 9 and bakes 6. How many now?", num_paths=4,
+            sub_questions=["How many are left after selling?", "How many did he sell?"]))
+        left, sold = resp.sub_questions
+        final, value, other = (pb.PROBE_ANSWER_SOURCE_FINAL_ANSWER, pb.PROBE_ANSWER_SOURCE_PATH_VALUE,
+                               pb.PROBE_ANSWER_SOURCE_OTHER)
+        assert list(left.path_answers) == ["15", "21", "15", "21"]
+        assert list(left.path_answer_sources) == [value, final, value, final]
+        assert left.echo_paths == 2 and left.from_path_values == 2
+        assert list(sold.path_answers) == ["9", "8", "9", "8"]
+        assert list(sold.path_answer_sources) == [value, other, value, other]
+        assert sold.echo_paths == 0 and sold.from_path_values == 2
+        assert list(resp.paths[0].path_values) == ["24", "9", "15", "6", "21"]
+        assert list(resp.paths[1].path_values) == ["24", "6", "30", "9", "21"]
+        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        assert 'trace_guard_probe_answers_total{source="final_answer"} 2.0' in text
+        assert 'trace_guard_probe_answers_total{source="path_value"} 4.0' in text
+        assert 'trace_guard_probe_answers_total{source="other"} 2.0' in text
+    finally:
+        await stop_server(handle)
