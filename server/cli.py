@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--max-tokens", type=int, default=256)
     s.add_argument("--mode", choices=["guard", "raw"], default="guard")
-    s.add_argument("--scorer", choices=SCORER_NAMES, default="trace")
+    s.add_argument("--scorer", choices=SCORER_NAMES, default="majority")
     s.add_argument("--score-mode", choices=[m.value for m in ScoreMode], default=Defaults.score_mode.value,
                    help="trace scorer: teacher-force every candidate (full), only contested sub-questions "
                    "(contested), or none (hard agreement only)")

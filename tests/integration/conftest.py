@@ -54,8 +54,10 @@ def running_sidecar(workdir: Path, model: str, extra_args: list[str], env: dict[
     drain that must end with exit status 0 (a crash under load must not pass unnoticed either)."""
     port_file = workdir / "ports.json"
     log_path = workdir / "sidecar.log"
+    # The integration tests exercise every stage (ARS, probes, scores): they run the trace scorer, not
+    # the serve default (majority, the evaluation's winner).
     cmd = [sys.executable, "-m", "server", "serve", "--model", model, "--port", "0", "--metrics-port", "0",
-           "--port-file", str(port_file), *extra_args]
+           "--port-file", str(port_file), "--scorer", "trace", *extra_args]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env)

@@ -52,7 +52,7 @@ def upstream_sidecar(tmp_path_factory):
     cmd = [sys.executable, "-m", "server", "serve", "--upstream", vllm.url,
            "--upstream", f"http://127.0.0.1:{proxy.port}/v1", "--port", "0", "--metrics-port", "0",
            "--port-file", str(port_file), "--max-tokens", "96", "--grace-seconds", "60",
-           "--guard-fraction", "0.5", "--shadow", "--decision-log", str(decision_log)]
+           "--guard-fraction", "0.5", "--shadow", "--decision-log", str(decision_log), "--scorer", "trace"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -110,6 +110,8 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
         await stop_server(handle)
     default = guard_config(build_parser().parse_args(["serve"]))
     assert default.defaults.score_mode.value == "contested" and default.probe_max_tokens == 12
+    # The default scorer follows the evaluation (benchmarks/README.md, "Does the guard help?").
+    assert default.defaults.scorer == "majority"
     assert default.probe_format.value == "legacy"
     with pytest.raises(SystemExit):
         guard_config(build_parser().parse_args(["serve", "--probe-max-tokens", "0"]))
