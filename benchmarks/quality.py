@@ -281,6 +281,23 @@ def interval_report(all_records, policy: Policy, results: dict, matched: dict, n
     return lines
 
 
+def _style_risk_axes(ax, title: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("coverage")
+    ax.set_ylabel("risk (error rate among accepted)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_bands(bands: dict, num_resamples: int, path: Path) -> None:
     """Risk-coverage curves with 95% bootstrap bands, one panel per dataset (and pooled)."""
     try:
@@ -302,15 +319,8 @@ def plot_bands(bands: dict, num_resamples: int, path: Path) -> None:
             ax.fill_between(band.coverage, band.low, band.high, color=line.get_color(), alpha=0.15)
         single = sum(cols.correct["single"]) / max(1, len(cols.correct["single"]))
         ax.axhline(1 - single, color="grey", linestyle=":", label="raw single sample")
-        ax.set_title(key)
-        ax.set_xlabel("coverage")
-        ax.set_ylabel("risk (error rate among accepted)")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _style_risk_axes(ax, key)
+    _save(fig, path)
 
 
 def report(all_records, policy: Policy, out_dir: Path, num_resamples: int = 0, matched: dict | None = None) -> dict:
@@ -369,15 +379,8 @@ def plot_risk_coverage(results: dict, path: Path) -> None:
         for scorer in SCORER_NAMES:
             cov, risk = per[scorer]["_curve"]
             ax.plot(cov, risk, label=f"{scorer} (AURC {per[scorer]['aurc']:.3f})")
-        ax.set_title(key)
-        ax.set_xlabel("coverage")
-        ax.set_ylabel("risk (error rate among accepted)")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _style_risk_axes(ax, key)
+    _save(fig, path)
 
 
 def sample_matched(args, specs, all_records) -> dict[str, dict[str, records.Record]]:
