@@ -110,3 +110,19 @@ def sidecar(tmp_path_factory) -> Sidecar:
 def channel(sidecar):
     with grpc.insecure_channel(sidecar.address) as ch:
         yield ch
+
+
+@pytest.fixture(scope="module")
+async def in_process_engine():
+    """The default model in an in-process vLLM engine, for tests that call the engine API directly."""
+    from guard.engine.vllm_engine import VllmEngine
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    eng = VllmEngine(_model_dir(), max_model_len=2048)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.shutdown()

@@ -4,7 +4,6 @@ prefix of the right answer ("1" of "12") cannot win by being shorter."""
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 
@@ -23,18 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
-async def engine():
-    from guard.engine.vllm_engine import VllmEngine
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    eng = VllmEngine(_model_dir(), max_model_len=2048)
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.shutdown()
+def engine(in_process_engine):
+    return in_process_engine
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,12 @@ cache serves nearly all of their prompt (issue 15), where legacy probes re-prefi
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 
 from guard.params import GuardParams
 from guard.pipeline import GuardConfig, GuardPipeline
 from guard.prompts import ProbeFormat
-from tests.integration.conftest import _model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -24,18 +22,8 @@ PROBLEMS = [
 
 
 @pytest.fixture(scope="module")
-async def engine():
-    from guard.engine.vllm_engine import VllmEngine
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    eng = VllmEngine(_model_dir(), max_model_len=2048)
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.shutdown()
+def engine(in_process_engine):
+    return in_process_engine
 
 
 async def _probe_cache_share(engine, probe_format: ProbeFormat) -> tuple[int, int]:
