@@ -89,6 +89,31 @@ def clean_sub_questions(candidates: Sequence[object], question: str, max_k: int)
     return kept
 
 
+def ars_seed(question: str, images: Sequence[ImageInput]) -> int:
+    """A seed fixed by the question and images, so every replica samples the same retry."""
+    return int(ars_cache_key(question, images)[:8], 16)
+
+
+def read_ars_texts(texts: Sequence[str], question: str, max_k: int) -> ArsOutcome:
+    """The usable sub-questions of one or more JSON answers, in order, repeats dropped."""
+    raw: list[object] = []
+    error = ""
+    for text in texts:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            error = error or f"model returned invalid JSON: {exc.msg}"
+            continue
+        items = data.get("sub_questions", []) if isinstance(data, dict) else []
+        raw.extend(items if isinstance(items, list) else [])
+    sub_questions = clean_sub_questions(raw, question, max_k)
+    if sub_questions:
+        return ArsOutcome(sub_questions, ArsSource.MODEL)
+    if raw or not error:
+        error = "model generated no usable sub-question"
+    return ArsOutcome([], ArsSource.NONE, error)
+
+
 async def generate_ars(
     engine: Engine,
     prompts: PromptBuilder,
@@ -98,19 +123,34 @@ async def generate_ars(
     max_tokens: int,
     request_id: str,
     usage: PhaseUsage,
+    *,
+    retry_samples: int = 0,
+    retry_temperature: float = 0.8,
+    seed: int | None = None,
 ) -> ArsOutcome:
-    """One greedy call constrained to a JSON schema; any failure yields an empty ARS with the reason."""
-    spec = SampleSpec(n=1, temperature=0.0, max_tokens=max_tokens, json_schema=ars_json_schema(max_k))
-    result = await engine.generate(prompts.ars_prompt(question, max_k, images), spec, request_id)
+    """One greedy call constrained to a JSON schema; any failure yields an empty ARS with the reason.
+
+    A small model decoding greedily often only restates the question. When the greedy answer has no
+    usable sub-question, `retry_samples` > 0 asks once more for that many sampled decompositions in
+    one batched call (seeded by `seed`, so replicas agree) and keeps the usable steps of all of them.
+    """
+    prompt = prompts.ars_prompt(question, max_k, images)
+    schema = ars_json_schema(max_k)
+    spec = SampleSpec(n=1, temperature=0.0, max_tokens=max_tokens, json_schema=schema)
+    result = await engine.generate(prompt, spec, request_id)
     usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens)
-    text = result.completions[0].text if result.completions else ""
-    try:
-        data = json.loads(text)
-        raw = data.get("sub_questions", []) if isinstance(data, dict) else []
-    except json.JSONDecodeError as exc:
-        logger.info("request %s: ARS generation returned invalid JSON (%s)", request_id, exc)
-        return ArsOutcome([], ArsSource.NONE, f"model returned invalid JSON: {exc.msg}")
-    sub_questions = clean_sub_questions(raw if isinstance(raw, list) else [], question, max_k)
-    if not sub_questions:
-        return ArsOutcome([], ArsSource.NONE, "model generated no usable sub-question")
-    return ArsOutcome(sub_questions, ArsSource.MODEL)
+    outcome = read_ars_texts([c.text for c in result.completions[:1]], question, max_k)
+    if outcome.sub_questions or retry_samples <= 0:
+        if outcome.error:
+            logger.info("request %s: ARS generation: %s", request_id, outcome.error)
+        return outcome
+    retry = SampleSpec(n=retry_samples, temperature=retry_temperature, max_tokens=max_tokens,
+                       seed=seed, json_schema=schema)
+    result = await engine.generate(prompt, retry, request_id)
+    usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens)
+    retried = read_ars_texts([c.text for c in result.completions], question, max_k)
+    if retried.sub_questions:
+        return retried
+    error = f"{outcome.error}; {retry_samples} sampled retries: {retried.error}"
+    logger.info("request %s: ARS generation: %s", request_id, error)
+    return ArsOutcome([], ArsSource.NONE, error)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Iterator, TypeVar
 
 from guard.answers import cluster_answers, extract_answer, path_values
-from guard.ars import ArsCache, ArsOutcome, ars_cache_key, generate_ars
+from guard.ars import ArsCache, ArsOutcome, ars_cache_key, ars_seed, generate_ars
 from guard.budget import Budget, StageCostModel
 from guard.consistency import ArsAnalysis, analyze_ars
 from guard.engine import Engine, GenerationResult, SampleSpec
@@ -43,6 +43,8 @@ class GuardConfig:
     # Top-k alternatives logged per sampled token, for DeepConf token confidence.
     logprobs_top_k: int = 5
     ars_max_tokens: int = 200
+    # When the greedy ARS has no usable sub-question, sample this many more in one call (0: no retry).
+    ars_retry_samples: int = 4
     probe_max_tokens: int = 12
     # How probes put sub-questions to the paths (see ProbeFormat): `continue` reuses each path's cached
     # tokens and hides its final answer; `legacy` stays the default until the comparison is measured.
@@ -193,6 +195,7 @@ class GuardPipeline:
         outcome = await generate_ars(
             self.engine, self.prompts, params.question, images,
             self.config.limits.max_sub_questions, self.config.ars_max_tokens, params.request_id, usage,
+            retry_samples=self.config.ars_retry_samples, seed=ars_seed(params.question, params.images),
         )
         if outcome.sub_questions:
             self.ars_cache.put(key, outcome.sub_questions)

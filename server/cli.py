@@ -28,6 +28,8 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
 
     if args.probe_max_tokens is not None and args.probe_max_tokens < 1:
         raise SystemExit("error: --probe-max-tokens must be at least 1")
+    if args.ars_retry_samples < 0:
+        raise SystemExit("error: --ars-retry-samples must be 0 or more")
     return GuardConfig(
         defaults=Defaults(
             num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
@@ -39,6 +41,7 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
         prompt_style=PromptStyle(args.prompt_style),
         probe_max_tokens=args.probe_max_tokens or GuardConfig.probe_max_tokens,
         probe_format=ProbeFormat(args.probe_format),
+        ars_retry_samples=args.ars_retry_samples,
         log_request_text=args.log_request_text,
     )
 
@@ -365,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue: probes continue each path's own prompt and text up to its answer line (the "
                         "prefix cache serves them; the final answer is out of view); legacy: the path's whole "
                         "text under a probe header of its own")
+    s.add_argument("--ars-retry-samples", type=int, default=4,
+                   help="when the greedy sub-question set is unusable, sample this many more in one call "
+                        "(0: no retry)")
     s.add_argument("--policy", help="policy JSON file (from `trace-guard calibrate`)")
     s.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot",
                    help="fewshot completion prompt (best for small models) or the model's chat template")

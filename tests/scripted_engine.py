@@ -36,12 +36,14 @@ class ScriptedEngine:
 
     paths: texts returned for path sampling (cycled to fill n).
     probe: (path_text, sub_question) -> short answer.
-    ars: JSON text returned for ARS generation.
+    ars: JSON text returned for ARS generation, or a sequence of them handed out in order, one per
+        completion (the last one repeats).
     """
 
     paths: Sequence[str] = ("Answer: 12",)
     probe: Callable[[str, str], str] = lambda path, sub: ""
-    ars: str = '{"sub_questions": ["How many at first?"]}'
+    ars: str | Sequence[str] = '{"sub_questions": ["How many at first?"]}'
+    _ars_given: int = 0
     accepts_images: bool = False
     delay_seconds: float = 0.0
     fail: Exception | None = None
@@ -59,6 +61,8 @@ class ScriptedEngine:
     dead: bool = False
     restarts: int = 0
     calls: list[tuple[str, int]] = field(default_factory=list)
+    # Every generate call's SampleSpec, by kind.
+    specs: list[tuple[str, SampleSpec]] = field(default_factory=list)
     # Every generate call's prompt, by kind ("sample", "ars", "probe").
     prompts: list[tuple[str, Prompt]] = field(default_factory=list)
     # Simulate a prefix cache of words: a prompt's cached tokens are the words it shares from its start
@@ -105,7 +109,7 @@ class ScriptedEngine:
     async def generate(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
         text = prompt.text
         if spec.json_schema is not None:
-            kind, outputs = "ars", [self.ars]
+            kind, outputs = "ars", [self._next_ars() for _ in range(spec.n)]
         elif (m := _probed(text)) is not None:
             kind, outputs = "probe", [" " + self.probe(m.group("path"), m.group("sub"))]
         else:
@@ -113,11 +117,19 @@ class ScriptedEngine:
             outputs = [self.paths[i % len(self.paths)] for i in range(spec.n)]
         await self._wait(kind)
         self.calls.append((kind, spec.n))
+        self.specs.append((kind, spec))
         self.prompts.append((kind, prompt))
         completions = [self._completion(o, spec) for o in outputs]
         return GenerationResult(
             completions, prompt_tokens=len(text.split()), cached_prompt_tokens=self._cache(text, completions)
         )
+
+    def _next_ars(self) -> str:
+        if isinstance(self.ars, str):
+            return self.ars
+        text = self.ars[min(self._ars_given, len(self.ars) - 1)]
+        self._ars_given += 1
+        return text
 
     def _cache(self, text: str, completions: list[Completion]) -> int:
         if not self.prefix_cache:

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from guard.ars import ars_seed
 from guard.errors import EngineError, InvalidArgumentError
 from guard.params import GuardParams, ImageInput, Mode
 from guard.pipeline import GuardConfig, GuardPipeline
@@ -95,6 +96,34 @@ async def test_model_generated_ars_then_cache_hit():
     second = await pipeline.run(params)
     assert second.ars_source is ArsSource.CACHE
     assert [k for k, _ in engine.calls].count("ars") == 1
+
+
+async def test_unusable_greedy_ars_is_retried_with_seeded_samples():
+    question = "Tom has 7 apples and buys 5 more. How many apples does he have?"
+    engine = ScriptedEngine(paths=[GOOD], probe=consistent_probe, ars=[
+        ars_json("How many apples does he have?"),  # greedy: only the final sentence again
+        "not json", ars_json("How many apples does Tom buy?"), ars_json("How many apples does Tom buy?"),
+        ars_json("How many apples at first?"),
+    ])
+    result = await GuardPipeline(engine).run(GuardParams(question=question, num_paths=2))
+    assert result.ars_source is ArsSource.MODEL and result.ars_error == ""
+    assert [row.sub_question for row in result.sub_questions] == [
+        "How many apples does Tom buy?", "How many apples at first?"]
+    ars_calls = [(spec.n, spec.temperature, spec.seed) for kind, spec in engine.specs if kind == "ars"]
+    assert ars_calls == [(1, 0.0, None), (4, 0.8, ars_seed(question, ()))]
+    # The retry's usage counts with the ARS phase.
+    assert result.usage["ars"].generated_tokens > 0
+
+
+@pytest.mark.parametrize("retry_samples, calls", [(0, 1), (3, 2)])
+async def test_unusable_ars_after_the_retry_says_both_reasons(retry_samples, calls):
+    engine = ScriptedEngine(paths=[GOOD], ars=["not json", '{"sub_questions": []}'])
+    pipeline = GuardPipeline(engine, GuardConfig(ars_retry_samples=retry_samples))
+    result = await pipeline.run(GuardParams(question="q?", num_paths=3))
+    assert result.ars_source is ArsSource.NONE and "invalid JSON" in result.ars_error
+    assert [k for k, _ in engine.calls].count("ars") == calls
+    assert ("sampled retries: model generated no usable" in result.ars_error) == (retry_samples > 0)
+    assert result.decision is Decision.ACCEPT
 
 
 @pytest.mark.parametrize("ars_text, error", [("not json", "invalid JSON"), ('{"sub_questions": []}', "no usable")])

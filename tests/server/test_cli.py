@@ -4,7 +4,7 @@ import json
 
 from guard import replay
 from guard.params import GuardParams
-from guard.pipeline import GuardPipeline
+from guard.pipeline import GuardConfig, GuardPipeline
 from guard.policy import Policy
 from server.cli import build_parser, format_response, guard_config, main
 from server.convert import result_to_response
@@ -99,9 +99,10 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
     from tests.server.conftest import start_server, stop_server
 
     args = build_parser().parse_args(["serve", "--score-mode", "hard", "--probe-max-tokens", "20", "--num-paths", "5",
-                                      "--probe-format", "continue"])
+                                      "--probe-format", "continue", "--ars-retry-samples", "0"])
     config = guard_config(args)
     assert config.probe_max_tokens == 20 and config.probe_format.value == "continue"
+    assert config.ars_retry_samples == 0
     handle = await start_server(ScriptedEngine(), config)
     try:
         info = await guard_pb2_grpc.GuardServiceStub(handle.channel).GetInfo(pb.GetInfoRequest())
@@ -113,5 +114,8 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
     # The default scorer follows the evaluation (benchmarks/README.md, "Does the guard help?").
     assert default.defaults.scorer == "majority"
     assert default.probe_format.value == "legacy"
+    assert default.ars_retry_samples == GuardConfig.ars_retry_samples
     with pytest.raises(SystemExit):
         guard_config(build_parser().parse_args(["serve", "--probe-max-tokens", "0"]))
+    with pytest.raises(SystemExit):
+        guard_config(build_parser().parse_args(["serve", "--ars-retry-samples", "-1"]))
