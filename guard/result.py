@@ -51,7 +51,7 @@ class ArsSource(enum.Enum):
     MODEL = "model"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PathResult:
     index: int
     text: str
@@ -71,7 +71,7 @@ class PathResult:
     in_winning_cluster: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubQuestionResult:
     sub_question: str
     modal_answer: str
@@ -108,8 +108,11 @@ class PhaseUsage:
         self.truncated += truncated
 
 
-@dataclass
+@dataclass(frozen=True)
 class GuardResult:
+    """Built once, at the end of the request; stage-keyed dicts are keyed by `guard.stages.Stage`
+    (a str enum, so plain stage names read them too)."""
+
     request_id: str
     mode: Mode
     decision: Decision
