@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +16,10 @@ from guard.answers import (
     AnswerKind,
     answers_equivalent,
     cluster_answers,
+    equivalence,
     extract_answer,
     normalize_answer,
+    symbolic,
 )
 
 NUMBER, OPTION, TEXT, MATH = AnswerKind.NUMBER, AnswerKind.OPTION, AnswerKind.TEXT, AnswerKind.MATH
@@ -367,8 +372,8 @@ def test_plain_number_path_does_not_use_math_verify(monkeypatch):
     def boom(*_args, **_kwargs):
         raise AssertionError("math-verify called on the plain-number path")
 
-    monkeypatch.setattr(answers, "_math_parse", boom)
-    monkeypatch.setattr(answers, "_math_float", boom)
+    monkeypatch.setattr(symbolic, "math_parse", boom)
+    monkeypatch.setattr(symbolic, "math_float", boom)
     assert _norm("$1,234.50").normalized == "1234.5"
     assert _norm("\\frac{3}{4}").normalized == "0.75"
     assert extract_answer("so 5 + 7 = 12.\nAnswer: 12 apples").normalized == "12"
@@ -662,15 +667,15 @@ def test_cluster_answers_issue_13(raws, expected):
 
 def test_cluster_answers_compares_against_representatives_only(monkeypatch):
     calls = []
-    real = answers.answers_equivalent
+    real = equivalence.answers_equivalent
 
     def counting(a, b):
         calls.append((a.normalized, b.normalized))
         return real(a, b)
 
-    monkeypatch.setattr(answers, "answers_equivalent", counting)
+    monkeypatch.setattr(equivalence, "answers_equivalent", counting)
     items = [_norm(str(n % 3)) for n in range(30)]
-    clusters = answers.cluster_answers(items)
+    clusters = equivalence.cluster_answers(items)
     assert clusters == [list(range(k, 30, 3)) for k in range(3)]
     # Repeated answers reuse their cluster; only the 3 distinct answers are compared.
     assert len(calls) <= 3
@@ -683,8 +688,8 @@ def test_cluster_answers_compares_against_representatives_only(monkeypatch):
 
 def test_math_verify_works_from_worker_threads():
     # Start cold so that parsing happens in the worker threads, not from a main-thread cache.
-    answers._math_parse.cache_clear()
-    answers._math_float.cache_clear()
+    symbolic.math_parse.cache_clear()
+    symbolic.math_float.cache_clear()
     texts = [
         "So the result is \\boxed{\\frac{\\sqrt{3}}{3}}.",
         "The answer is $\\frac{1}{\\sqrt{3}}$.",
@@ -758,3 +763,14 @@ def test_working_text_is_the_path_before_its_answer_statement(text, working):
 )
 def test_path_values_are_the_values_written_in_the_working(text, values):
     assert answers.path_values(text) == values
+
+
+def test_import_configures_no_logging():
+    # A library must leave logging alone on import; math-verify's logger is quietened at first use.
+    code = (
+        "import logging, guard.answers as a; "
+        "assert logging.getLogger('math_verify').level == logging.NOTSET; "
+        "a.normalize_answer('\\\\sqrt{2}'); "
+        "assert logging.getLogger('math_verify').level == logging.ERROR"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
