@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 # Candidate distribution of one path on one sub-question: normalised answer -> probability.
 SoftAnswer = dict[str, float]
@@ -167,42 +167,96 @@ def analyze_ars(
     finals = list(final_answers) if final_answers is not None else [""] * num_paths
     if len(finals) != num_paths:
         raise ValueError("final_answers must have one entry per path")
-    modal, agreement, soft_agreement, answered, echo = [], [], [], [], []
-    # match[k][i]: how much path i backs the mode of sub-question k, in [0, 1]; None when step k says
-    # nothing about path i (no mode, an echo, or path i did not answer).
-    match: list[list[float | None]] = []
-    for k, answers in enumerate(path_answers):
-        if len(answers) != num_paths:
-            raise ValueError("every sub-question needs one answer per path")
-        n_answered = sum(1 for a in answers if a)
-        mode, top = strict_mode(answers) if n_answered >= MIN_ANSWERS_FOR_MODE else ("", 0)
-        is_echo = _is_echo(sub_questions[k], question, answers, finals)
-        row: list[float | None] = []
-        for i, answer in enumerate(answers):
-            dist = soft[k][i] if soft is not None else None
-            if not mode or not answer:
-                row.append(None)
-            elif dist:
-                row.append(float(dist.get(mode, 0.0)))
-            else:
-                row.append(1.0 if answer == mode else 0.0)
-        hard = top / n_answered if n_answered >= MIN_ANSWERS_FOR_MODE else 0.0
-        scored = [m for m in row if m is not None]
-        modal.append(mode)
-        agreement.append(hard)
-        soft_agreement.append(sum(scored) / len(scored) if scored and soft is not None else hard)
-        answered.append(n_answered)
-        echo.append(is_echo)
-        match.append([None if is_echo else m for m in row])
+    steps = [
+        _analyze_step(sub_questions[k], answers, soft[k] if soft is not None else None, question, finals)
+        for k, answers in enumerate(path_answers)
+    ]
+    match = [step.match for step in steps]
+    agreement = [step.agreement for step in steps]
+    modal = [step.mode for step in steps]
+    return ArsAnalysis(
+        sub_questions=list(sub_questions),
+        path_answers=[list(a) for a in path_answers],
+        modal=modal,
+        agreement=agreement,
+        soft_agreement=[step.soft_agreement for step in steps],
+        answered=[step.answered for step in steps],
+        echo=[step.echo for step in steps],
+        support=_support(match, num_paths),
+        first_failure_step=_first_failures(match, path_answers, modal, agreement, ffs_threshold),
+        soft=[list(row) for row in soft] if soft is not None else None,
+    )
 
+
+@dataclass(frozen=True)
+class _Step:
+    """One sub-question's share of an ArsAnalysis (see there for the fields)."""
+
+    mode: str
+    agreement: float
+    soft_agreement: float
+    answered: int
+    echo: bool
+    # match[i]: how much path i backs the mode, in [0, 1]; None when the step says nothing about
+    # path i (no mode, an echo, or path i did not answer).
+    match: list[float | None]
+
+
+def _analyze_step(
+    sub_question: str,
+    answers: Sequence[str],
+    soft_row: Sequence[SoftAnswer | None] | None,
+    question: str,
+    finals: Sequence[str],
+) -> _Step:
+    if len(answers) != len(finals):
+        raise ValueError("every sub-question needs one answer per path")
+    n_answered = sum(1 for a in answers if a)
+    mode, top = strict_mode(answers) if n_answered >= MIN_ANSWERS_FOR_MODE else ("", 0)
+    is_echo = _is_echo(sub_question, question, answers, finals)
+    row = _match_row(answers, mode, soft_row)
+    hard = top / n_answered if n_answered >= MIN_ANSWERS_FOR_MODE else 0.0
+    scored = [m for m in row if m is not None]
+    soft_agreement = sum(scored) / len(scored) if scored and soft_row is not None else hard
+    match = [None if is_echo else m for m in row]
+    return _Step(mode, hard, soft_agreement, n_answered, is_echo, match)
+
+
+def _match_row(
+    answers: Sequence[str], mode: str, soft_row: Sequence[SoftAnswer | None] | None
+) -> list[float | None]:
+    """How much each path backs `mode`: its probability on it when scored, else 0/1 on its answer."""
+    row: list[float | None] = []
+    for i, answer in enumerate(answers):
+        dist = soft_row[i] if soft_row is not None else None
+        if not mode or not answer:
+            row.append(None)
+        elif dist:
+            row.append(float(dist.get(mode, 0.0)))
+        else:
+            row.append(1.0 if answer == mode else 0.0)
+    return row
+
+
+def _support(match: Sequence[Sequence[float | None]], num_paths: int) -> list[float | None]:
     support: list[float | None] = []
     for i in range(num_paths):
-        steps = [match[k][i] for k in range(len(sub_questions)) if match[k][i] is not None]
+        steps = [row[i] for row in match if row[i] is not None]
         support.append(sum(steps) / len(steps) if steps else None)
+    return support
+
+
+def _first_failures(
+    match: Sequence[Sequence[float | None]],
+    path_answers: Sequence[Sequence[str]],
+    modal: Sequence[str],
+    agreement: Sequence[float],
+    ffs_threshold: float,
+) -> list[int | None]:
     first_failure: list[int | None] = []
-    for i in range(num_paths):
+    for i in range(len(path_answers[0]) if path_answers else 0):
         ffs = None
-        for k in range(len(sub_questions)):
+        for k in range(len(match)):
             # A departure only counts against a mode the paths actually agree on (strictly more than
             # the threshold, so an even split is no mode to fail against). It is judged on the path's
             # own (hard) answer, so the FFS always agrees with the table a user reads.
@@ -210,15 +264,4 @@ def analyze_ars(
                 ffs = k + 1
                 break
         first_failure.append(ffs)
-    return ArsAnalysis(
-        sub_questions=list(sub_questions),
-        path_answers=[list(a) for a in path_answers],
-        modal=modal,
-        agreement=agreement,
-        soft_agreement=soft_agreement,
-        answered=answered,
-        echo=echo,
-        support=support,
-        first_failure_step=first_failure,
-        soft=[list(row) for row in soft] if soft is not None else None,
-    )
+    return first_failure
