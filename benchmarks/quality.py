@@ -24,8 +24,9 @@ from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
 from guard import replay as records
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreMode, _canonical
 from guard.pipeline import GuardConfig
-from guard.prompts import ProbeFormat
 from guard.policy import Policy
+from guard.probe import ProbeRead
+from guard.prompts import ProbeFormat
 from guard.scorers import SCORER_NAMES
 
 logger = logging.getLogger("benchmarks.quality")
@@ -68,6 +69,7 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                 prompt_style=PromptStyle(args.prompt_style),
                 probe_max_tokens=args.probe_max_tokens,
                 probe_format=ProbeFormat(args.probe_format),
+                probe_read=ProbeRead(args.probe_read),
             )
             pipeline = GuardPipeline(engine, config)
         return pipeline
@@ -184,6 +186,8 @@ def records_file_name(name: str, ars: str, args) -> str:
         parts.append(f"probe{args.probe_max_tokens}")
     if args.probe_format != GuardConfig.probe_format.value:
         parts.append(f"probes-{args.probe_format}")
+    if args.probe_read != GuardConfig.probe_read.value:
+        parts.append(f"read-{args.probe_read}")
     return "records-" + "-".join(parts) + ".jsonl"
 
 
@@ -421,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-max-tokens", type=int, default=GuardConfig.probe_max_tokens)
     p.add_argument("--probe-format", choices=[f.value for f in ProbeFormat], default=GuardConfig.probe_format.value,
                    help="how probes put sub-questions to the paths (the serve flag of the same name)")
+    p.add_argument("--probe-read", choices=[r.value for r in ProbeRead], default=GuardConfig.probe_read.value,
+                   help="how a probe's answer is read (the serve flag of the same name)")
     p.add_argument("--model", help="registered model name (fetched on first use) or model directory "
                    "(default: $TRACE_GUARD_MODEL, else the `serve` default, qwen2.5-coder-0.5b)")
     p.add_argument("--max-model-len", type=int, default=2048)

@@ -18,6 +18,7 @@ from guard.errors import EngineError, InvalidArgumentError
 from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
 from guard.policy import Policy
+from guard.probe import ProbeRead
 from guard.prompts import ProbeFormat, PromptBuilder, PromptStyle
 from guard.refine import ANSWER_ONLY, ConsistencyStage
 from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage
@@ -44,6 +45,8 @@ class GuardConfig:
     # How probes put sub-questions to the paths (see ProbeFormat): `continue` reuses each path's cached
     # tokens and hides its final answer; `legacy` stays the default until the comparison is measured.
     probe_format: ProbeFormat = ProbeFormat.LEGACY
+    # How a probe's answer is read: its greedy value, or the likeliest of the values the path wrote.
+    probe_read: ProbeRead = ProbeRead.GREEDY
     ars_cache_entries: int = 1024
     # Log each request's question and answer (off by default: request text stays out of logs).
     log_request_text: bool = False
@@ -81,6 +84,7 @@ class GuardPipeline:
         self.costs = StageCostModel()
         self.consistency = ConsistencyStage(
             engine, self.prompts, self.costs, self.config.probe_max_tokens, self.config.policy.ffs_agreement,
+            self.config.probe_read,
         )
 
     async def run(self, params: GuardParams) -> GuardResult:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from guard.answers import normalize_answer
@@ -13,6 +14,16 @@ from guard.engine import Engine, Prompt, SampleSpec, ScoreItem
 from guard.params import ScoreMode
 from guard.prompts import PromptBuilder
 from guard.result import PhaseUsage
+
+
+class ProbeRead(enum.Enum):
+    """How a probe's answer is read."""
+
+    # The value of the probe's short greedy completion.
+    GREEDY = "greedy"
+    # The most likely, under the probe prompt (teacher-forced), of the values the path itself wrote and
+    # the greedy answer: a probe then names which of the path's own results answers the sub-question.
+    VALUES = "values"
 
 
 @dataclass
@@ -184,3 +195,48 @@ async def score_candidates(
         total = sum(exp.values())
         soft[k][i] = {c: v / total for c, v in exp.items()}
     return soft
+
+
+# Values of one path scored per sub-question under ProbeRead.VALUES (the first ones it wrote).
+MAX_VALUE_CANDIDATES = 8
+
+
+def plan_value_reading(
+    prompts: PromptBuilder, probes: ProbeOutcome, path_values: Sequence[Sequence[str]],
+    max_values: int = MAX_VALUE_CANDIDATES,
+) -> ScorePlan:
+    """For each path and sub-question, the candidates to score: the path's own written values and its
+    greedy probe answer. Paths that wrote no value keep their greedy answer (nothing to choose)."""
+    items: list[ScoreItem] = []
+    index: list[tuple[int, int, str]] = []
+    for k, row in enumerate(probes.answers):
+        for i, greedy in enumerate(row):
+            candidates = list(dict.fromkeys([*path_values[i][:max_values], *([greedy] if greedy else [])]))
+            if len(candidates) < 2:
+                continue
+            for cand in candidates:
+                surface = probes.surface[k].get(cand, cand)
+                items.append(ScoreItem(probes.prompts[k][i], prompts.continuation(probes.prompts[k][i], surface)))
+                index.append((k, i, cand))
+    return ScorePlan(items, index, [])
+
+
+async def read_values(
+    engine: Engine, plan: ScorePlan, probes: ProbeOutcome, *, request_id: str, usage: PhaseUsage,
+) -> ProbeOutcome:
+    """Probe answers re-read as the most likely candidate of each planned (sub-question, path)."""
+    if not plan.items:
+        return probes
+    scores = await engine.score(plan.items, request_id)
+    logprobs: dict[tuple[int, int], dict[str, float]] = {}
+    for (k, i, cand), score in zip(plan.index, scores):
+        usage.add(score.prompt_tokens, 0, score.cached_prompt_tokens)
+        logprobs.setdefault((k, i), {})[cand] = score.logprob_sum
+    # Equal likelihoods go to the smaller candidate string, never to the order they were planned in.
+    best = {key: min(by_cand, key=lambda c, b=by_cand: (-b[c], c)) for key, by_cand in logprobs.items()}
+    answers = [list(row) for row in probes.answers]
+    surface = [dict(forms) for forms in probes.surface]
+    for (k, i), cand in best.items():
+        answers[k][i] = cand
+        surface[k].setdefault(cand, cand)
+    return replace(probes, answers=answers, surface=surface)

@@ -11,7 +11,15 @@ from guard.consistency import ArsAnalysis, SoftAnswer, analyze_ars
 from guard.engine import Engine
 from guard.errors import InvalidArgumentError
 from guard.params import GuardParams
-from guard.probe import ProbeOutcome, plan_scoring, probe_paths, score_candidates
+from guard.probe import (
+    ProbeOutcome,
+    ProbeRead,
+    plan_scoring,
+    plan_value_reading,
+    probe_paths,
+    read_values,
+    score_candidates,
+)
 from guard.prompts import PromptBuilder
 from guard.result import PathResult, PhaseUsage
 from guard.stages import Stage, StageClock, StageOutcome, budget_note, within_budget
@@ -30,6 +38,7 @@ class ConsistencyStage:
     costs: StageCostModel
     probe_max_tokens: int
     ffs_threshold: float
+    probe_read: ProbeRead = ProbeRead.GREEDY
 
     async def run(
         self, params: GuardParams, images: Sequence[object], paths: list[PathResult], sub_questions: list[str],
@@ -66,11 +75,8 @@ class ConsistencyStage:
         start = time.perf_counter()
         try:
             with clock.stage(Stage.PROBE):
-                probes = await within_budget(clock.engine(probe_paths(
-                    self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
-                    system_prompt=params.system_prompt, images=images, max_tokens=self.probe_max_tokens,
-                    request_id=params.request_id, usage=usage,
-                )), budget)
+                probes = await within_budget(clock.engine(self._ask(params, images, paths, sub_questions, usage)),
+                                             budget)
         except InvalidArgumentError as exc:
             # Probe prompts carry a whole path; when one no longer fits the context the guard answers
             # without the ARS instead of failing a request whose own prompt fitted.
@@ -82,6 +88,19 @@ class ConsistencyStage:
                                         Stage.PROBE, Stage.SCORE, usage={Stage.PROBE: usage})
         self.costs.observe(Stage.PROBE, n_probe, (time.perf_counter() - start) * 1e3)
         return StageOutcome(probes, {Stage.PROBE: usage})
+
+    async def _ask(self, params: GuardParams, images, paths: list[PathResult], sub_questions: list[str],
+                   usage: PhaseUsage) -> ProbeOutcome:
+        """One batch of greedy probes; under ProbeRead.VALUES, then one batch scoring each path's values."""
+        probes = await probe_paths(
+            self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
+            system_prompt=params.system_prompt, images=images, max_tokens=self.probe_max_tokens,
+            request_id=params.request_id, usage=usage,
+        )
+        if self.probe_read is ProbeRead.GREEDY:
+            return probes
+        plan = plan_value_reading(self.prompts, probes, [p.path_values for p in paths])
+        return await read_values(self.engine, plan, probes, request_id=params.request_id, usage=usage)
 
     async def _score(self, params, probes: ProbeOutcome, clock: StageClock,
                      budget: Budget) -> StageOutcome[list[list[SoftAnswer | None]]]:

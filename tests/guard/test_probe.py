@@ -281,3 +281,68 @@ async def test_the_pipelines_continue_probes_extend_what_was_sampled(style):
             assert result.sub_questions[0].from_path_values == 2
     # Only the sub-question is new to the cache (a word of its path's text may be recomputed).
     assert shares[ProbeFormat.CONTINUE] > max(0.8, shares[ProbeFormat.LEGACY]), shares
+
+
+class _LikelihoodEngine:
+    """Scores a candidate by a table keyed by (prompt text, continuation stripped)."""
+
+    def __init__(self, table, default=-9.0):
+        self.table, self.default, self.scored = table, default, []
+
+    async def score(self, items, request_id):
+        from guard.engine import ScoreResult
+
+        self.scored += [(item.context.text, item.continuation.strip()) for item in items]
+        return [ScoreResult(self.table.get((item.context.text, item.continuation.strip()), self.default), 1, 3)
+                for item in items]
+
+
+def test_value_reading_plans_each_paths_own_values_and_its_greedy_answer():
+    from guard.probe import plan_value_reading
+    from guard.prompts import PromptBuilder, PromptStyle
+    from tests.scripted_engine import ScriptedEngine
+
+    probes = _probes([["21", "", "9"]])
+    builder = PromptBuilder(PromptStyle.FEWSHOT, ScriptedEngine().render_chat)
+    plan = plan_value_reading(builder, probes, [["24", "9", "15", "21"], ["24"], []], max_values=3)
+    # Path 0: its first three values and its greedy answer; path 1: one value, nothing to choose;
+    # path 2: wrote no value, keeps its greedy answer.
+    assert _scored(plan) == {(0, 0): ["24", "9", "15", "21"]}
+    assert all(item.continuation == " " + cand + "\n" for item, (_, _, cand) in zip(plan.items, plan.index))
+
+
+async def test_value_reading_keeps_the_likeliest_value_and_breaks_ties_by_the_value():
+    from guard.probe import plan_value_reading, read_values
+    from guard.prompts import PromptBuilder, PromptStyle
+    from guard.result import PhaseUsage
+    from tests.scripted_engine import ScriptedEngine
+
+    probes = _probes([["21", "21", ""]])
+    builder = PromptBuilder(PromptStyle.FEWSHOT, ScriptedEngine().render_chat)
+    values = [["24", "15", "21"], ["24", "15", "21"], ["15", "6"]]
+    plan = plan_value_reading(builder, probes, values)
+    engine = _LikelihoodEngine({("ctx k=0 i=0", "15"): -1.0, ("ctx k=0 i=0", "21"): -2.0,
+                                ("ctx k=0 i=1", "15"): -1.0, ("ctx k=0 i=1", "24"): -1.0})
+    usage = PhaseUsage()
+    read = await read_values(engine, plan, probes, request_id="r", usage=usage)
+    # Path 0 wrote 15 and the probe finds it likelier than its echo 21; path 1 ties 15 and 24 (the
+    # smaller string wins, whatever the planning order); path 2's probe was unreadable, its values tie.
+    assert read.answers == [["15", "15", "15"]]
+    assert usage.prompt_tokens == 3 * len(plan.items)
+    assert probes.answers == [["21", "21", ""]]  # the greedy outcome is left as it was
+
+
+async def test_the_pipeline_reads_values_when_configured():
+    from guard.params import GuardParams
+    from guard.pipeline import GuardConfig, GuardPipeline
+    from guard.probe import ProbeRead
+    from tests.scripted_engine import ScriptedEngine
+
+    engine = ScriptedEngine(paths=["7 + 5 = 12. Answer: 12"], probe=lambda path, sub: "7")
+    for read, score_calls in ((ProbeRead.GREEDY, []), (ProbeRead.VALUES, [2 * 3])):
+        engine.calls.clear()
+        result = await GuardPipeline(engine, GuardConfig(probe_read=read)).run(GuardParams(
+            question="Tom has 7 apples and buys 5. How many?", num_paths=2,
+            sub_questions=("How many at first?",), scorer="trace"))
+        assert [n for kind, n in engine.calls if kind == "score"] == score_calls
+        assert result.sub_questions[0].path_answers == ["7", "7"]
