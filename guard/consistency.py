@@ -8,8 +8,8 @@ counting as disagreement.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 # Candidate distribution of one path on one sub-question: normalised answer -> probability.
 SoftAnswer = dict[str, float]
