@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+
+from benchmarks import visual
+from benchmarks.problem import Problem  # re-exported: importers know it as datasets.Problem
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    question: str
-    answer: str
-    # Gold Auxiliary Reasoning Set (sub-question, gold value), where the data has one.
-    sub_questions: tuple[str, ...] = ()
-    sub_answers: tuple[str, ...] = ()
-    # Inline images (bytes, MIME type) for visual problems.
-    images: tuple[tuple[bytes, str], ...] = field(default=(), repr=False)
 
 
 def _number(value: float | str) -> str:
@@ -82,21 +72,15 @@ ADAPTERS: dict[str, Callable[[dict, int], Problem]] = {
 }
 
 
-def _generated_visual(name: str, limit: int | None) -> list[Problem]:
-    from benchmarks import visual  # imported late: it imports Problem from here
-
-    return visual.load(name, limit)
-
-
 def _generated_words(name: str, limit: int | None) -> list[Problem]:
-    from benchmarks import words  # imported late: it imports Problem from here
+    from benchmarks import words  # imported late: it imports Problem from here (benchmarks.datasets)
 
     return words.load(name, limit)
 
 
 # Datasets generated on the fly rather than read from a file, by the name's first word.
 GENERATED: dict[str, Callable[[str, int | None], list[Problem]]] = {
-    "visual": _generated_visual,  # visual[-TASK][@SEED], see benchmarks/visual.py
+    "visual": visual.load,  # visual[-TASK][@SEED], see benchmarks/visual.py
     "words": _generated_words,  # words[-Nstep][@SEED], see benchmarks/words.py
 }
 ALIASES = {

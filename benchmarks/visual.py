@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import functools
-import io
 import json
 import random
 import re
@@ -27,64 +25,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.datasets import Problem
+from benchmarks.problem import Problem
+from benchmarks.scenes import (
+    COLOURS,
+    GAP_PX,
+    IMAGE_SIZE_PX,
+    NUMBER_HALF_SIDE_PX,
+    SCENE_SIZES,
+    SHAPES,
+    Layout,
+    Number,
+    Scene,
+    Shape,
+    count_shapes,
+    render,
+)
 
-IMAGE_SIZE_PX = 320
-GAP_PX = 6  # least space between two objects, and between an object and the border
-BACKGROUND = (255, 255, 255)
-INK = (0, 0, 0)
-CARD_OUTLINE = (150, 150, 150)
-# Flat colours, drawn without anti-aliasing: every pixel of a shape is exactly its colour.
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 160, 60),
-    "blue": (30, 70, 220),
-    "yellow": (235, 190, 0),
-    "purple": (140, 50, 180),
-}
-SHAPES = ("square", "circle", "triangle")
-# Half the side of the square box a shape fills.
-HALF_SIDE_PX = {"small": 12, "medium": 16, "large": 24}
-SCENE_SIZES = ("small", "large")  # counting tasks use medium only
-NUMBER_HALF_SIDE_PX = 32
-NUMBER_FONT_PX = 40
 DEFAULT_COUNT = 200
 DEFAULT_SEED = 0
-_MAX_PLACEMENT_TRIES = 5000
-
-
-@dataclass(frozen=True)
-class Shape:
-    shape: str
-    colour: str
-    size: str
-    x: int  # centre, pixels
-    y: int
-    half_px: int  # the shape fills (square) or is inscribed in (circle, triangle) this box
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        """Pixels [x0, x1) x [y0, y1) the shape may cover."""
-        return (self.x - self.half_px, self.y - self.half_px, self.x + self.half_px, self.y + self.half_px)
-
-
-@dataclass(frozen=True)
-class Number:
-    value: int
-    x: int
-    y: int
-    half_px: int
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        return (self.x - self.half_px, self.y - self.half_px, self.x + self.half_px, self.y + self.half_px)
-
-
-@dataclass(frozen=True)
-class Scene:
-    size_px: int
-    shapes: tuple[Shape, ...] = ()
-    numbers: tuple[Number, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,56 +73,6 @@ class Built:
     steps: list[tuple[str, str | int]]  # (sub-question, gold value), in order
 
 
-class _Layout:
-    """Places square boxes at random, apart from each other and never across a blocked column."""
-
-    def __init__(self, rng: random.Random, size_px: int = IMAGE_SIZE_PX, split_midline: bool = True) -> None:
-        self.rng, self.size_px = rng, size_px
-        self.boxes: list[tuple[int, int, int, int]] = []
-        mid = size_px // 2
-        # Nothing straddles the midline, so "in the left half" is never a judgement call.
-        self.blocked = [(mid - GAP_PX // 2, mid + GAP_PX // 2)] if split_midline else []
-
-    def place(self, half_px: int, x_range: tuple[int, int] | None = None) -> tuple[int, int]:
-        """Centre of a free box; `x_range` (pixels) bounds the centre's x."""
-        low, high = GAP_PX + half_px, self.size_px - GAP_PX - half_px
-        x_low, x_high = (low, high) if x_range is None else (max(low, x_range[0]), min(high, x_range[1]))
-        for _ in range(_MAX_PLACEMENT_TRIES):
-            x, y = self.rng.randint(x_low, x_high), self.rng.randint(low, high)
-            x0, y0, x1, y1 = x - half_px, y - half_px, x + half_px, y + half_px
-            if any(x0 < c1 and c0 < x1 for c0, c1 in self.blocked):
-                continue
-            if any(
-                x0 < b[2] + GAP_PX and b[0] < x1 + GAP_PX and y0 < b[3] + GAP_PX and b[1] < y1 + GAP_PX
-                for b in self.boxes
-            ):
-                continue
-            self.boxes.append((x0, y0, x1, y1))
-            return x, y
-        raise RuntimeError(f"no room for a {2 * half_px} px object among {len(self.boxes)}")
-
-    def shape(self, shape: str, colour: str, size: str, x_range: tuple[int, int] | None = None) -> Shape:
-        half = HALF_SIDE_PX[size]
-        return Shape(shape, colour, size, *self.place(half, x_range), half)
-
-    def block_column_of(self, box: tuple[int, int, int, int]) -> None:
-        """Keep later objects out of `box`'s columns, so each is clearly left or right of it."""
-        self.blocked.append((box[0] - GAP_PX, box[2] + GAP_PX))
-
-
-def count_shapes(scene: Scene, colour: str | None = None, shape: str | None = None, size: str | None = None,
-                 half: str | None = None) -> int:
-    """Shapes matching every given attribute; `half` is "left" or "right" of the image's midline."""
-    mid = scene.size_px // 2
-    return sum(
-        (colour is None or s.colour == colour)
-        and (shape is None or s.shape == shape)
-        and (size is None or s.size == size)
-        and (half is None or (s.box[2] <= mid if half == "left" else s.box[0] >= mid))
-        for s in scene.shapes
-    )
-
-
 def _kind(colour: str, shape: str) -> str:
     return f"{colour} {shape}s"
 
@@ -177,7 +85,7 @@ def _other_kinds(rng: random.Random, exclude: list, low: int, high: int) -> list
 
 def _count_task(rng: random.Random) -> Built:
     colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
-    layout = _Layout(rng)
+    layout = Layout(rng)
     shapes = [layout.shape(shape, colour, "medium") for _ in range(rng.randint(1, 6))]
     shapes += [layout.shape(s, c, "medium") for c, s in _other_kinds(rng, [(colour, shape)], 2, 7)]
     scene, what = Scene(IMAGE_SIZE_PX, tuple(shapes)), _kind(colour, shape)
@@ -193,7 +101,7 @@ def _compare_task(rng: random.Random) -> Built:
     difference = rng.random() < 0.5
     if difference and a < b:
         a, b = b, a
-    layout = _Layout(rng)
+    layout = Layout(rng)
     shapes = [layout.shape(sa, ca, "medium") for _ in range(a)]
     shapes += [layout.shape(sb, cb, "medium") for _ in range(b)]
     shapes += [layout.shape(s, c, "medium") for c, s in _other_kinds(rng, kinds, 0, 4)]
@@ -209,7 +117,7 @@ def _compare_task(rng: random.Random) -> Built:
 
 def _numbers_scene(rng: random.Random, count: int, low: int, high: int) -> tuple[Scene, list[int]]:
     """`count` distinct numbers on cards, one per column; also their values from left to right."""
-    layout, column_px, half = _Layout(rng, split_midline=False), IMAGE_SIZE_PX // count, NUMBER_HALF_SIDE_PX
+    layout, column_px, half = Layout(rng, split_midline=False), IMAGE_SIZE_PX // count, NUMBER_HALF_SIDE_PX
     numbers = []
     for i, value in enumerate(rng.sample(range(low, high + 1), count)):
         # Each card stays in its own column, so "left", "middle" and "right" are never a judgement call.
@@ -246,7 +154,7 @@ def _numbers_sum3(rng: random.Random) -> Built:
     return Built(scene, "numbers_sum3", "What is the sum of the three numbers shown?", sum(values), steps)
 
 
-def _scene_shapes(rng: random.Random, layout: _Layout, shapes: list[Shape],
+def _scene_shapes(rng: random.Random, layout: Layout, shapes: list[Shape],
                   avoid: Callable[[str, str, str], bool] = lambda colour, shape, size: False) -> Scene:
     """Fill up to 6-9 random objects of two sizes, none for which `avoid(colour, shape, size)` holds."""
     num_shapes = rng.randint(6, 9)
@@ -258,7 +166,7 @@ def _scene_shapes(rng: random.Random, layout: _Layout, shapes: list[Shape],
 
 
 def _scene_relate(rng: random.Random) -> Built:
-    layout = _Layout(rng)
+    layout = Layout(rng)
     # Away from the edges, so there are objects on both sides; nothing shares its columns.
     middle = (IMAGE_SIZE_PX // 4, 3 * IMAGE_SIZE_PX // 4)
     anchor = layout.shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SCENE_SIZES), middle)
@@ -275,7 +183,7 @@ def _scene_relate(rng: random.Random) -> Built:
 
 
 def _scene_same_colour(rng: random.Random) -> Built:
-    layout = _Layout(rng)
+    layout = Layout(rng)
     anchor = layout.shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SCENE_SIZES))
     # The only object of its size and shape, so "the large square" names one object.
     scene = _scene_shapes(rng, layout, [anchor], lambda c, s, z: (z, s) == (anchor.size, anchor.shape))
@@ -287,7 +195,7 @@ def _scene_same_colour(rng: random.Random) -> Built:
 
 
 def _scene_or(rng: random.Random) -> Built:
-    scene = _scene_shapes(rng, _Layout(rng), [])
+    scene = _scene_shapes(rng, Layout(rng), [])
     colour, size = rng.choice(sorted({s.colour for s in scene.shapes})), rng.choice(SCENE_SIZES)
     a, b = count_shapes(scene, colour=colour), count_shapes(scene, size=size)
     both = count_shapes(scene, colour=colour, size=size)
@@ -298,7 +206,7 @@ def _scene_or(rng: random.Random) -> Built:
 
 
 def _scene_more_size(rng: random.Random) -> Built:
-    layout = _Layout(rng)
+    layout = Layout(rng)
     scene = _scene_shapes(rng, layout, [])
     small, large = count_shapes(scene, size="small"), count_shapes(scene, size="large")
     if small == large:  # an even split has no "more"; one more object settles it
@@ -324,40 +232,6 @@ TASKS: dict[str, Callable[[random.Random], Built]] = {
     "numbers": _one_of(_numbers_sum, _numbers_difference, _numbers_product, _numbers_sum3),
     "scene": _one_of(_scene_relate, _scene_or, _scene_same_colour, _scene_more_size),
 }
-
-
-@functools.lru_cache(maxsize=1)
-def _font():
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=NUMBER_FONT_PX)
-    except TypeError:  # Pillow < 10.1 has only the small bitmap font
-        return ImageFont.load_default()
-
-
-def render(scene: Scene) -> bytes:
-    """PNG bytes of the scene; shapes are flat colour on white, numbers black on outlined cards."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (scene.size_px, scene.size_px), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    for s in scene.shapes:
-        x0, y0, x1, y1 = s.box[0], s.box[1], s.box[2] - 1, s.box[3] - 1  # Pillow's corners are inclusive
-        fill = COLOURS[s.colour]
-        if s.shape == "square":
-            draw.rectangle((x0, y0, x1, y1), fill=fill)
-        elif s.shape == "circle":
-            draw.ellipse((x0, y0, x1, y1), fill=fill)
-        else:
-            draw.polygon([(s.x, y0), (x1, y1), (x0, y1)], fill=fill)
-    for n in scene.numbers:
-        x0, y0, x1, y1 = n.box
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=CARD_OUTLINE, width=2)
-        draw.text((n.x, n.y), str(n.value), fill=INK, font=_font(), anchor="mm")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def generate_one(index: int, seed: int = DEFAULT_SEED, task: str | None = None) -> VisualProblem:

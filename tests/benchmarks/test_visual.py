@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from benchmarks import datasets, quality, visual
+from benchmarks import datasets, quality, scenes, visual
 from guard.images import decode_images
 from guard.params import GuardParams, ImageInput, Limits
 from tests.scripted_engine import ScriptedEngine
@@ -54,7 +54,7 @@ def test_same_seed_same_bytes_and_questions_and_a_limit_is_a_prefix():
 
 def test_every_image_decodes_and_passes_the_guard_image_checks(problems):
     decoded = decode_images([ImageInput(p.png, "image/png") for p in problems[:4]], Limits())
-    assert [im.size for im in decoded] == [(visual.IMAGE_SIZE_PX,) * 2] * 4
+    assert [im.size for im in decoded] == [(scenes.IMAGE_SIZE_PX,) * 2] * 4
     for p in problems:
         [image] = decode_images([ImageInput(p.png, "image/png")], Limits())
         assert 224 <= image.width == image.height <= 384 and image.mode == "RGB"
@@ -63,14 +63,14 @@ def test_every_image_decodes_and_passes_the_guard_image_checks(problems):
 
 def test_every_shape_is_drawn_as_described_and_nothing_else_is_drawn(problems):
     fill_ratio = {"square": (1.0, 1.0), "circle": (0.72, 0.85), "triangle": (0.4, 0.6)}
-    assert visual.HALF_SIDE_PX["small"] < visual.HALF_SIDE_PX["medium"] < visual.HALF_SIDE_PX["large"]
+    assert scenes.HALF_SIDE_PX["small"] < scenes.HALF_SIDE_PX["medium"] < scenes.HALF_SIDE_PX["large"]
     for p in problems:
         key = colour_keys(pixels(p))
-        declared = dict.fromkeys(visual.COLOURS, 0)
+        declared = dict.fromkeys(scenes.COLOURS, 0)
         for s in p.scene.shapes:
-            assert s.half_px == visual.HALF_SIDE_PX[s.size]
+            assert s.half_px == scenes.HALF_SIDE_PX[s.size]
             x0, y0, x1, y1 = s.box
-            inside = key[y0:y1, x0:x1] == colour_key(visual.COLOURS[s.colour])
+            inside = key[y0:y1, x0:x1] == colour_key(scenes.COLOURS[s.colour])
             low, high = fill_ratio[s.shape]
             assert low <= inside.mean() <= high, (p.id, s)
             ys, xs = np.nonzero(inside)
@@ -81,7 +81,7 @@ def test_every_shape_is_drawn_as_described_and_nothing_else_is_drawn(problems):
             )
             declared[s.colour] += inside.sum()
         # Every pixel of a colour lies in a box of a shape of that colour: no undeclared shapes.
-        assert {name: (key == colour_key(rgb)).sum() for name, rgb in visual.COLOURS.items()} == declared, (
+        assert {name: (key == colour_key(rgb)).sum() for name, rgb in scenes.COLOURS.items()} == declared, (
             p.id
         )
         outside = key != colour_key(WHITE)
@@ -92,14 +92,14 @@ def test_every_shape_is_drawn_as_described_and_nothing_else_is_drawn(problems):
 
 
 def test_every_number_card_shows_its_value(problems):
-    font = ImageFont.load_default(size=visual.NUMBER_FONT_PX)
+    font = ImageFont.load_default(size=scenes.NUMBER_FONT_PX)
     shown = [(p, n) for p in problems for n in p.scene.numbers]
     assert len(shown) > 100
     for p, n in shown:
         side = 2 * n.half_px
         expected = Image.new("RGB", (side, side), WHITE)
         draw = ImageDraw.Draw(expected)
-        draw.rectangle((0, 0, side - 1, side - 1), outline=visual.CARD_OUTLINE, width=2)
+        draw.rectangle((0, 0, side - 1, side - 1), outline=scenes.CARD_OUTLINE, width=2)
         draw.text((n.half_px, n.half_px), str(n.value), fill=(0, 0, 0), font=font, anchor="mm")
         x0, y0, x1, y1 = n.box
         assert np.array_equal(pixels(p)[y0:y1, x0:x1], np.asarray(expected)), (p.id, n)
@@ -323,4 +323,4 @@ async def test_quality_sends_each_problem_image_with_its_gold_sub_questions(tmp_
     ]
     [engine] = engines
     assert engine.prompt_images and all(len(images) == 1 for images in engine.prompt_images)
-    assert {images[0].size for images in engine.prompt_images} == {(visual.IMAGE_SIZE_PX,) * 2}
+    assert {images[0].size for images in engine.prompt_images} == {(scenes.IMAGE_SIZE_PX,) * 2}
