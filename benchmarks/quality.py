@@ -22,7 +22,7 @@ from pathlib import Path
 from benchmarks import datasets
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
 from guard import replay as records
-from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreMode, _canonical
+from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreMode, canonical_question
 from guard.pipeline import GuardConfig
 from guard.policy import Policy
 from guard.probe import ProbeRead
@@ -195,9 +195,9 @@ def gold_ars(problem: datasets.Problem, max_k: int = 8) -> tuple[tuple[str, ...]
     """The data's sub-questions with their gold values, minus repeats (some GSM8K rows repeat one)."""
     seen: set[str] = set()
     subs, values = [], []
-    main = _canonical(problem.question)
+    main = canonical_question(problem.question)
     for sub, value in zip(problem.sub_questions, problem.sub_answers):
-        key = _canonical(sub)
+        key = canonical_question(sub)
         if key in seen or key == main:
             continue
         seen.add(key)

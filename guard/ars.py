@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from guard.engine import Engine, SampleSpec
-from guard.params import ImageInput, _canonical
+from guard.params import ImageInput, canonical_question
 from guard.prompts import PromptBuilder, ars_json_schema
 from guard.result import ArsSource, PhaseUsage
 
@@ -27,7 +27,7 @@ class ArsOutcome:
 
 
 def ars_cache_key(question: str, images: Sequence[ImageInput]) -> str:
-    digest = hashlib.sha256(_canonical(question).encode())
+    digest = hashlib.sha256(canonical_question(question).encode())
     for image in images:
         digest.update(b"\x00image\x00")
         digest.update(hashlib.sha256(image.data).digest())
@@ -65,26 +65,26 @@ class ArsCache:
 
 def clean_sub_questions(candidates: Sequence[object], question: str, max_k: int) -> list[str]:
     """Keep the usable model-generated sub-questions: strings, non-empty, not the question, no repeats."""
-    main = _canonical(question)
+    main = canonical_question(question)
     # A model asked to decompose often just restates the final question sentence. As the last step
     # of a decomposition that is fine (GSM8K's gold sets end that way), but alone it adds nothing
     # to answer agreement, so a set made only of it counts as no set.
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", question.strip()) if s]
-    final_sentence = _canonical(sentences[-1]) if sentences else main
+    final_sentence = canonical_question(sentences[-1]) if sentences else main
     seen: set[str] = set()
     kept: list[str] = []
     for item in candidates:
         if not isinstance(item, str):
             continue
         text = " ".join(item.split())
-        key = _canonical(text)
+        key = canonical_question(text)
         if len(key) < 3 or key == main or key in seen:
             continue
         seen.add(key)
         kept.append(text)
         if len(kept) == max_k:
             break
-    if all(_canonical(k) == final_sentence for k in kept):
+    if all(canonical_question(k) == final_sentence for k in kept):
         return []
     return kept
 

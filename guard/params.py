@@ -175,14 +175,14 @@ class GuardParams:
                 "sub_questions", f"{len(self.sub_questions)} given, the limit is {lim.max_sub_questions}"
             )
         seen: set[str] = set()
-        main = _canonical(self.question)
+        main = canonical_question(self.question)
         for i, sub in enumerate(self.sub_questions):
             name = f"sub_questions[{i}]"
             if not sub.strip():
                 raise InvalidArgumentError(name, "is empty")
             if len(sub) > lim.max_sub_question_chars:
                 raise InvalidArgumentError(name, f"is longer than {lim.max_sub_question_chars} characters")
-            key = _canonical(sub)
+            key = canonical_question(sub)
             if key == main:
                 raise InvalidArgumentError(name, "repeats the main question")
             if key in seen:
@@ -201,7 +201,8 @@ class GuardParams:
         return replace(self, request_id=request_id)
 
 
-def _canonical(text: str) -> str:
+def canonical_question(text: str) -> str:
+    """Lower case, single spaces, no trailing "?", "." or "!": how two spellings of one question compare."""
     return " ".join(text.lower().split()).rstrip("?.! ")
 
 
