@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field, replace
@@ -54,7 +55,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class Defaults:
-    """Values used for knobs a request leaves unset."""
+    """Values used for knobs a request leaves unset; also `GuardParams`' field defaults and the CLI's.
+
+    (`trace-guard serve` deliberately serves another scorer by default: see `SERVE_DEFAULT_SCORER`
+    in `server.cli.serve`.)
+    """
 
     num_paths: int = 8
     temperature: float = 0.7
@@ -85,25 +90,25 @@ class GuardParams:
     """Optional system prompt placed before the question."""
     sub_questions: tuple[str, ...] = ()
     """Client-supplied Auxiliary Reasoning Set; empty means cache or model-generated."""
-    num_paths: int = 8
+    num_paths: int = Defaults.num_paths
     """Reasoning paths sampled in one engine request (n)."""
-    temperature: float = 0.7
+    temperature: float = Defaults.temperature
     """Sampling temperature for the paths (>= 0)."""
-    top_p: float = 1.0
+    top_p: float = Defaults.top_p
     """Nucleus sampling mass for the paths, in (0, 1]."""
-    max_tokens: int = 256
+    max_tokens: int = Defaults.max_tokens
     """Maximum new tokens per path."""
     seed: int | None = None
     """Sampling seed; None for random."""
-    mode: Mode = Mode.GUARD
+    mode: Mode = Defaults.mode
     """GUARD samples num_paths and guards; RAW returns one sample in the same envelope."""
     request_id: str = ""
     """Caller's id for logs and the response."""
     return_paths_text: bool = False
     """Include each path's text in the result."""
-    scorer: str = "trace"
+    scorer: str = Defaults.scorer
     """Name of the consistency scorer (see `guard.scorers.SCORERS`)."""
-    score_mode: ScoreMode = ScoreMode.CONTESTED
+    score_mode: ScoreMode = Defaults.score_mode
     """How probe answers are scored into soft distributions (`ScoreMode`; its value string is accepted
     too). CONTESTED by default: about half the scoring requests of FULL, same quality within noise."""
     latency_budget_ms: int | None = None
@@ -192,9 +197,9 @@ class GuardParams:
     @classmethod
     def build(cls, *, defaults: Defaults, limits: Limits, **fields: Any) -> "GuardParams":
         """Fill unset (None) knobs from `defaults`, then validate against `limits`."""
-        for name in ("num_paths", "temperature", "top_p", "max_tokens", "mode", "scorer", "score_mode"):
-            if fields.get(name) is None:
-                fields[name] = getattr(defaults, name)
+        for knob in dataclasses.fields(Defaults):
+            if fields.get(knob.name) is None:
+                fields[knob.name] = getattr(defaults, knob.name)
         return cls(limits=limits, **fields)
 
     def with_request_id(self, request_id: str) -> "GuardParams":

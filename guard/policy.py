@@ -17,6 +17,9 @@ DEPLOYED_RULE = (
     "abstain_on_silent_risk is false) and confidence >= the scorer's threshold"
 )
 
+# The hand-set acceptance threshold of every scorer until `trace-guard calibrate` fits one.
+DEFAULT_THRESHOLD = 0.5
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -24,9 +27,9 @@ class Policy:
 
     # ACCEPT when confidence >= threshold; per scorer, since each scorer's confidence has its own scale.
     thresholds: dict[str, float] = field(
-        default_factory=lambda: {name: 0.5 for name in SCORER_NAMES}
+        default_factory=lambda: {name: DEFAULT_THRESHOLD for name in SCORER_NAMES}
     )
-    default_threshold: float = 0.5
+    default_threshold: float = DEFAULT_THRESHOLD
     # Paths "agree on the answer" when the winner's vote share is above this (an even split is not
     # agreement).
     answer_agreement: float = 0.5

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -24,6 +23,7 @@ from server.auth import BearerAuthInterceptor, server_credentials
 from server.decision_log import DecisionLog
 from server.interceptors import ErrorInterceptor
 from server.metrics import GuardMetrics
+from server.options import ServerOptions
 from server.pb import guard_pb2, guard_pb2_grpc
 from server.servicer import GuardServicer
 from server.shadow import ShadowRunner
@@ -31,42 +31,6 @@ from server.shadow import ShadowRunner
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    host: str = "127.0.0.1"
-    port: int = 50051
-    # None: no metrics endpoint; 0: a free port.
-    metrics_port: int | None = 9464
-    max_concurrent_requests: int = 8
-    max_queued_requests: int = 64
-    grace_seconds: float = 30.0
-    max_message_bytes: int = 64 * 1024 * 1024
-    health_check_interval_seconds: float = 5.0
-    # A dead engine is rebuilt in-process this many times; after that the server stops (exit
-    # non-zero) so a supervisor can replace the whole process.
-    max_engine_restarts: int = 3
-    # Written once the ports are bound: {"port": ..., "metrics_port": ...} (for scripts and tests).
-    port_file: str | None = None
-    # Bearer token required on every call (None: no auth); health checks stay open if health_open.
-    auth_token: str | None = None
-    auth_health_open: bool = True
-    # TLS: certificate chain and key; with a client CA, mutual TLS.
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_client_ca_file: str | None = None
-    # A/B split: share of requests (by hash of ab_key / request_id) served by the guard; None:
-    # all of them when the default mode is GUARD, none when it is RAW.
-    guard_fraction: float | None = None
-    # Requests outside the guarded arm get the raw answer and are guarded in the background.
-    shadow: bool = False
-    shadow_max_pending: int = 32
-    shadow_max_concurrent: int = 2
-    # JSONL decision log (None: off), rotated by size.
-    decision_log_path: str | None = None
-    decision_log_max_bytes: int = 64 * 1024 * 1024
-    decision_log_backups: int = 5
 
 
 class GuardServer:
