@@ -129,7 +129,7 @@ class GuardPipeline:
             raise InvalidArgumentError("images", f"model {self.engine.info().name} does not accept images")
         return await asyncio.to_thread(decode_images, params.images, self.config.limits)
 
-    def _sample_spec(self, params: GuardParams, n: int) -> SampleSpec:
+    def sample_spec(self, params: GuardParams, n: int) -> SampleSpec:
         return SampleSpec(
             n=n,
             temperature=params.temperature,
@@ -140,7 +140,7 @@ class GuardPipeline:
             logprobs=self.config.logprobs_top_k,
         )
 
-    def _paths(self, sampled: GenerationResult) -> list[PathResult]:
+    def read_paths(self, sampled: GenerationResult) -> list[PathResult]:
         return [
             PathResult(
                 index=i,
@@ -159,9 +159,9 @@ class GuardPipeline:
     async def _raw(self, params: GuardParams, images: list[object], clock: StageClock) -> GuardResult:
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
         with clock.stage(Stage.SAMPLE):
-            sampled = await clock.engine(self.engine.generate(prompt, self._sample_spec(params, 1), params.request_id))
+            sampled = await clock.engine(self.engine.generate(prompt, self.sample_spec(params, 1), params.request_id))
         with clock.stage(Stage.EXTRACT):
-            paths = await asyncio.to_thread(self._paths, sampled)
+            paths = await asyncio.to_thread(self.read_paths, sampled)
         path = paths[0]
         return GuardResult(
             request_id=params.request_id,
@@ -223,7 +223,7 @@ class GuardPipeline:
         latency), waiting for it after sampling only as long as the budget allows."""
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
         sample_task = asyncio.ensure_future(
-            self.engine.generate(prompt, self._sample_spec(params, params.num_paths), params.request_id)
+            self.engine.generate(prompt, self.sample_spec(params, params.num_paths), params.request_id)
         )
         ars_task = None
         if SCORERS[params.scorer].uses_ars:
@@ -232,7 +232,7 @@ class GuardPipeline:
             with clock.stage(Stage.SAMPLE):
                 sampled = await clock.engine(sample_task)
             with clock.stage(Stage.EXTRACT):
-                paths = await asyncio.to_thread(self._paths, sampled)
+                paths = await asyncio.to_thread(self.read_paths, sampled)
             ars = None
             if ars_task is not None:
                 ars = await within_budget(clock.engine(ars_task), budget)

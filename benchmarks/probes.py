@@ -1,0 +1,180 @@
+"""Probe variants on the same sampled paths: cost (probe time / sample time, prefix-cache share, cut probes)
+and what the probes read (gold intermediate values, echoes of the final answer, first failure step).
+
+Each problem is sampled once (N paths, at concurrency 1); every variant (probe format, how the answer
+is read, probe token limit) then probes those same paths with the gold sub-questions, so differences
+between variants come from the probes alone. Variants run in a rotating order per problem, so none
+always goes first after sampling.
+
+    python -m benchmarks.probes --data gsm8k --data words --limit 30 --model qwen2.5-coder-0.5b \\
+        --variant legacy:greedy:12 --variant continue:greedy:12 --variant continue:values:12
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import datasets
+from benchmarks.quality import gold_ars
+from guard.answers import answers_equivalent, normalize_answer
+from guard.budget import Budget, StageCostModel
+from guard.params import GuardParams
+from guard.pipeline import GuardConfig, GuardPipeline
+from guard.probe import ProbeRead
+from guard.prompts import ProbeFormat, PromptBuilder
+from guard.refine import ConsistencyStage
+from guard.result import PhaseUsage
+from guard.stages import Stage, StageClock
+
+
+@dataclass(frozen=True)
+class Variant:
+    probe_format: ProbeFormat
+    probe_read: ProbeRead
+    max_tokens: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        fmt, read, limit = spec.split(":")
+        return cls(ProbeFormat(fmt), ProbeRead(read), int(limit))
+
+    @property
+    def name(self) -> str:
+        return f"{self.probe_format.value}:{self.probe_read.value}:{self.max_tokens}"
+
+
+@dataclass
+class Tally:
+    ratios: list[float] = field(default_factory=list)
+    probe_ms: list[float] = field(default_factory=list)
+    usage: PhaseUsage = field(default_factory=PhaseUsage)
+    probes: int = 0
+    asked: int = 0
+    hits: int = 0
+    echoes: int = 0
+    ffs_match: int = 0
+    ffs_total: int = 0
+
+    def summary(self) -> dict:
+        def share(a: int, b: int) -> float:
+            return a / b if b else float("nan")
+
+        return {
+            "problems": len(self.ratios),
+            "probe_over_sample_p50": statistics.median(self.ratios) if self.ratios else float("nan"),
+            "probe_ms_p50": statistics.median(self.probe_ms) if self.probe_ms else float("nan"),
+            "probe_prompt_cached_share": share(self.usage.cached_prompt_tokens, self.usage.prompt_tokens),
+            "probes_cut_share": share(self.usage.truncated, self.probes),
+            "intermediate_probes_on_right_paths": self.asked,
+            "probe_accuracy": share(self.hits, self.asked),
+            "probe_echo_rate": share(self.echoes, self.asked),
+            "ffs_wrong_paths": self.ffs_total,
+            "ffs_match_rate": share(self.ffs_match, self.ffs_total),
+        }
+
+
+def tally_gold(tally: Tally, problem, gold_values, paths, analysis) -> None:
+    """Gold-step checks of one problem's probes: on right paths, intermediate sub-questions (gold value not
+    the final answer) read right / read as the path's own final answer; on wrong paths, FFS = the first
+    sub-question the path got wrong."""
+    gold_final = normalize_answer(problem.answer)
+    golds = [normalize_answer(v) for v in gold_values]
+    for i, path in enumerate(paths):
+        right = path.answer is not None and gold_final is not None and answers_equivalent(path.answer, gold_final)
+        got = [normalize_answer(row[i]) if row[i] else None for row in analysis.path_answers]
+        if right:
+            for k, gold in enumerate(golds):
+                if gold is None or answers_equivalent(gold, gold_final):
+                    continue
+                tally.asked += 1
+                tally.hits += got[k] is not None and answers_equivalent(got[k], gold)
+                tally.echoes += got[k] is not None and answers_equivalent(got[k], path.answer)
+            continue
+        first_wrong = next((k + 1 for k, gold in enumerate(golds)
+                            if gold is None or got[k] is None or not answers_equivalent(got[k], gold)), None)
+        if first_wrong is not None:
+            tally.ffs_total += 1
+            tally.ffs_match += analysis.first_failure_step[i] == first_wrong
+
+
+async def run(args) -> dict:
+    from guard.engine.vllm_engine import VllmEngine
+    from server.model_store import resolve_model_or_default
+
+    variants = [Variant.parse(v) for v in args.variant]
+    engine = VllmEngine(resolve_model_or_default(args.model), max_model_len=args.max_model_len)
+    await engine.start()
+    pipeline = GuardPipeline(engine, GuardConfig())
+    stages = {v: ConsistencyStage(engine, PromptBuilder(pipeline.config.prompt_style, engine.render_chat,
+                                                        v.probe_format),
+                                  StageCostModel(), v.max_tokens, pipeline.config.policy.ffs_agreement, v.probe_read)
+              for v in variants}
+    tallies = {v: Tally() for v in variants}
+    problems = [p for name in args.data for p in datasets.load(name, Path(args.data_dir), args.limit)]
+    problems = [p for p in problems if gold_ars(p)[0]]
+    try:
+        for n, problem in enumerate(problems):
+            subs, gold_values = gold_ars(problem)
+            params = GuardParams(question=problem.question, sub_questions=subs, num_paths=args.num_paths,
+                                 max_tokens=args.max_tokens, seed=args.seed + n, request_id=f"probes-{n}")
+            prompt = pipeline.prompts.path_prompt(params.question, params.system_prompt, [])
+            start = time.perf_counter()
+            sampled = await engine.generate(prompt, pipeline.sample_spec(params, params.num_paths), params.request_id)
+            sample_ms = (time.perf_counter() - start) * 1e3
+            paths = pipeline.read_paths(sampled)
+            for j in range(len(variants)):
+                variant = variants[(n + j) % len(variants)]
+                clock = StageClock()
+                outcome = await stages[variant].run(params, [], paths, list(subs), clock, Budget())
+                tally = tallies[variant]
+                probe_ms = clock.timings_ms.get(Stage.PROBE, 0.0)
+                tally.ratios.append(probe_ms / sample_ms)
+                tally.probe_ms.append(probe_ms)
+                probe_usage = outcome.usage.get(Stage.PROBE, PhaseUsage())
+                tally.usage.add(probe_usage.prompt_tokens, probe_usage.generated_tokens,
+                                probe_usage.cached_prompt_tokens, probe_usage.truncated)
+                tally.probes += len(paths) * len(subs)
+                if outcome.value is not None:
+                    tally_gold(tally, problem, gold_values, paths, outcome.value)
+            print(f"[{n + 1}/{len(problems)}] {problem.id}: sampled in {sample_ms:.0f} ms", file=sys.stderr, flush=True)
+    finally:
+        await engine.shutdown()
+    return {v.name: tallies[v].summary() for v in variants}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True, help="dataset with gold sub-questions (gsm8k, words)")
+    p.add_argument("--data-dir", default=str(datasets.DEFAULT_DATA_DIR))
+    p.add_argument("--limit", type=int, default=30)
+    p.add_argument("--variant", action="append", required=True, help="FORMAT:READ:MAX_TOKENS, e.g. continue:greedy:12")
+    p.add_argument("--num-paths", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", help="registered model name or model directory (default: the serve default)")
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/out/probes.json"))
+    args = p.parse_args(argv)
+    results = asyncio.run(run(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    cols = ["probe_over_sample_p50", "probe_prompt_cached_share", "probes_cut_share", "probe_accuracy",
+            "probe_echo_rate", "ffs_match_rate"]
+    print(f"{'variant':26s} " + " ".join(f"{c[:14]:>14s}" for c in cols))
+    for name, row in results.items():
+        print(f"{name:26s} " + " ".join(f"{row[c]:14.3f}" for c in cols))
+    print(f"(right-path intermediate probes per variant: "
+          f"{', '.join(str(r['intermediate_probes_on_right_paths']) for r in results.values())}; "
+          f"wrong paths for FFS: {', '.join(str(r['ffs_wrong_paths']) for r in results.values())})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The probe-variant benchmark's parsing and gold-step tally."""
+
+from types import SimpleNamespace
+
+from benchmarks.probes import Tally, Variant, tally_gold
+from guard.answers import normalize_answer
+from guard.probe import ProbeRead
+from guard.prompts import ProbeFormat
+
+
+def test_variant_spec():
+    v = Variant.parse("continue:values:16")
+    assert (v.probe_format, v.probe_read, v.max_tokens) == (ProbeFormat.CONTINUE, ProbeRead.VALUES, 16)
+    assert v.name == "continue:values:16"
+
+
+def test_gold_tally_counts_right_path_reads_echoes_and_ffs():
+    problem = SimpleNamespace(answer="21")
+    paths = [SimpleNamespace(answer=normalize_answer(a)) for a in ("21", "21", "20")]
+    # Sub-question 1 (gold 15) is intermediate; sub-question 2 (gold 21) is the final answer.
+    analysis = SimpleNamespace(path_answers=[["15", "21", "14"], ["21", "21", "20"]],
+                               first_failure_step=[None, None, 1])
+    tally = Tally()
+    tally_gold(tally, problem, ("15", "21"), paths, analysis)
+    summary = tally.summary()
+    assert (tally.asked, tally.hits, tally.echoes) == (2, 1, 1)
+    assert summary["probe_accuracy"] == 0.5 and summary["probe_echo_rate"] == 0.5
+    assert (tally.ffs_total, tally.ffs_match) == (1, 1)
