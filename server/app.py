@@ -21,6 +21,7 @@ from server.admission import Admission
 from server.arms import ArmSplitter
 from server.auth import BearerAuthInterceptor, server_credentials
 from server.decision_log import DecisionLog
+from server.handler import RequestHandler
 from server.interceptors import ErrorInterceptor
 from server.metrics import GuardMetrics
 from server.options import ServerOptions
@@ -54,10 +55,11 @@ class GuardServer:
                          max_concurrent=options.shadow_max_concurrent)
             if options.shadow else None
         )
-        self.servicer = GuardServicer(
+        self.handler = RequestHandler(
             self.pipeline, self.metrics, self.admission, ArmSplitter(fraction, options.shadow),
             self.decision_log, self.shadow,
         )
+        self.servicer = GuardServicer(self.handler)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -140,12 +142,12 @@ class GuardServer:
                 if healthy:
                     logger.error("engine unhealthy: %s", exc)
                 ok = False
-            if ok != healthy and not self.servicer.draining:
+            if ok != healthy and not self.handler.draining:
                 await self._set_serving(ok)
                 if ok:
                     logger.info("engine healthy again")
             healthy = ok
-            if ok or self.engine.ready or self.servicer.draining:
+            if ok or self.engine.ready or self.handler.draining:
                 continue
             if restarts >= self.options.max_engine_restarts:
                 logger.error("engine dead and %d restart(s) used up; stopping", restarts)
@@ -165,7 +167,7 @@ class GuardServer:
         if self._server is None:
             return
         grace = self.options.grace_seconds if grace is None else grace
-        self.servicer.draining = True
+        self.handler.draining = True
         await self._set_serving(False)
         for task in self._tasks:
             task.cancel()

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import guard
 from guard.answers import Answer
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode
-from guard.result import AbstainReason, ArsSource, Decision, GuardResult, ProbeAnswerSource, Region
-from server.arms import Arm
+from guard.result import (
+    AbstainReason,
+    ArsSource,
+    Decision,
+    GuardResult,
+    PathResult,
+    PhaseUsage,
+    ProbeAnswerSource,
+    Region,
+    SubQuestionResult,
+)
+from guard.scorers import SCORERS
+from server.arms import Arm, ArmSplitter
 from server.pb import guard_pb2 as pb
+
+if TYPE_CHECKING:
+    from guard.engine import Engine
+    from guard.pipeline import GuardConfig
+    from server.admission import Admission
 
 _MODE_FROM_PB = {pb.MODE_GUARD: Mode.GUARD, pb.MODE_RAW: Mode.RAW}
 MODE_TO_PB = {Mode.GUARD: pb.MODE_GUARD, Mode.RAW: pb.MODE_RAW}
@@ -93,8 +112,49 @@ def _answer(answer: Answer | None) -> pb.Answer | None:
     return pb.Answer(raw=answer.raw, normalized=answer.normalized) if answer is not None else None
 
 
+def _path_to_pb(p: PathResult, return_paths_text: bool) -> pb.PathResult:
+    return pb.PathResult(
+        index=p.index,
+        answer=_answer(p.answer),
+        score=p.score,
+        text=p.text if return_paths_text else "",
+        num_tokens=p.num_tokens,
+        finish_reason=p.finish_reason or "",
+        mean_token_logprob=p.mean_token_logprob,
+        support=p.support,
+        first_failure_step=p.first_failure_step or 0,
+        in_winning_cluster=p.in_winning_cluster,
+        path_values=p.path_values,
+    )
+
+
+def _sub_question_to_pb(row: SubQuestionResult) -> pb.SubQuestionResult:
+    return pb.SubQuestionResult(
+        sub_question=row.sub_question,
+        modal_answer=row.modal_answer,
+        agreement=row.agreement,
+        soft_agreement=row.soft_agreement,
+        path_answers=row.path_answers,
+        answered=row.answered,
+        echo=row.echo,
+        echo_paths=row.echo_paths,
+        from_path_values=row.from_path_values,
+        path_answer_sources=[_SOURCE_TO_PB[source] for source in row.path_answer_sources],
+    )
+
+
+def _usage_to_pb(phase: str, usage: PhaseUsage) -> pb.PhaseUsage:
+    return pb.PhaseUsage(
+        phase=phase,
+        prompt_tokens=usage.prompt_tokens,
+        generated_tokens=usage.generated_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+        truncated_completions=usage.truncated,
+    )
+
+
 def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | None = None) -> pb.GuardResponse:
-    resp = pb.GuardResponse(
+    return pb.GuardResponse(
         arm=ARM_TO_PB[arm] if arm is not None else pb.ARM_UNSPECIFIED,
         request_id=result.request_id,
         decision=_DECISION_TO_PB[result.decision],
@@ -113,48 +173,56 @@ def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | 
         degraded_stages=result.degraded_stages,
         features=result.features,
         engine_wait_ms=result.engine_wait_ms,
+        paths=[_path_to_pb(p, return_paths_text) for p in result.paths],
+        sub_questions=[_sub_question_to_pb(row) for row in result.sub_questions],
+        usage=[_usage_to_pb(phase, usage) for phase, usage in result.usage.items()],
+        timings=[pb.StageTiming(stage=stage, duration_ms=ms) for stage, ms in result.timings_ms.items()],
     )
-    for p in result.paths:
-        resp.paths.append(
-            pb.PathResult(
-                index=p.index,
-                answer=_answer(p.answer),
-                score=p.score,
-                text=p.text if return_paths_text else "",
-                num_tokens=p.num_tokens,
-                finish_reason=p.finish_reason or "",
-                mean_token_logprob=p.mean_token_logprob,
-                support=p.support,
-                first_failure_step=p.first_failure_step or 0,
-                in_winning_cluster=p.in_winning_cluster,
-                path_values=p.path_values,
-            )
-        )
-    for row in result.sub_questions:
-        resp.sub_questions.append(
-            pb.SubQuestionResult(
-                sub_question=row.sub_question,
-                modal_answer=row.modal_answer,
-                agreement=row.agreement,
-                soft_agreement=row.soft_agreement,
-                path_answers=row.path_answers,
-                answered=row.answered,
-                echo=row.echo,
-                echo_paths=row.echo_paths,
-                from_path_values=row.from_path_values,
-                path_answer_sources=[_SOURCE_TO_PB[source] for source in row.path_answer_sources],
-            )
-        )
-    for phase, usage in result.usage.items():
-        resp.usage.append(
-            pb.PhaseUsage(
-                phase=phase,
-                prompt_tokens=usage.prompt_tokens,
-                generated_tokens=usage.generated_tokens,
-                cached_prompt_tokens=usage.cached_prompt_tokens,
-                truncated_completions=usage.truncated,
-            )
-        )
-    for stage, ms in result.timings_ms.items():
-        resp.timings.append(pb.StageTiming(stage=stage, duration_ms=ms))
-    return resp
+
+
+def _defaults_to_pb(config: GuardConfig) -> pb.Defaults:
+    d = config.defaults
+    return pb.Defaults(
+        num_paths=d.num_paths,
+        temperature=d.temperature,
+        top_p=d.top_p,
+        max_tokens=d.max_tokens,
+        mode=MODE_TO_PB[d.mode],
+        scorer=d.scorer,
+        threshold=config.policy.threshold_for(d.scorer),
+        score_mode=d.score_mode.value,
+    )
+
+
+def _limits_to_pb(lim: Limits, admission: Admission) -> pb.Limits:
+    return pb.Limits(
+        max_num_paths=lim.max_num_paths,
+        max_tokens=lim.max_tokens,
+        max_question_chars=lim.max_question_chars,
+        max_sub_questions=lim.max_sub_questions,
+        max_images=lim.max_images,
+        max_image_bytes=lim.max_image_bytes,
+        max_image_pixels=lim.max_image_pixels,
+        max_concurrent_requests=admission.max_concurrent,
+        max_queued_requests=admission.max_queued,
+    )
+
+
+def info_to_response(
+    engine: Engine, config: GuardConfig, admission: Admission, splitter: ArmSplitter, *, shadow: bool
+) -> pb.GetInfoResponse:
+    """What GetInfo reports: the model, the request defaults and limits, the scorers, the A/B setup."""
+    info = engine.info()
+    return pb.GetInfoResponse(
+        model=info.name,
+        engine=info.engine,
+        max_model_len=info.max_model_len,
+        accepts_images=info.accepts_images,
+        defaults=_defaults_to_pb(config),
+        limits=_limits_to_pb(config.limits, admission),
+        scorers=sorted(SCORERS),
+        version=guard.__version__,
+        ready=engine.ready,
+        guard_fraction=splitter.guard_fraction,
+        shadow=shadow,
+    )
