@@ -16,7 +16,14 @@ FFS_BUCKETS = (1, 2, 3, 4, 5, 6, 8)
 class GuardMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        self._add_latency_metrics(self.registry)
+        self._add_decision_metrics(self.registry)
+        self._add_cost_metrics(self.registry)
+        self._add_serving_metrics(self.registry)
+        self._add_ab_metrics(self.registry)
+
+    def _add_latency_metrics(self, r: CollectorRegistry) -> None:
+        """Where the time of a request goes."""
         self.request_duration = Histogram(
             "trace_guard_request_duration_seconds", "End-to-end latency of Guard calls.",
             ["mode", "decision", "arm"], buckets=LATENCY_BUCKETS, registry=r,
@@ -29,6 +36,9 @@ class GuardMetrics:
             "trace_guard_overhead_seconds", "Time per request not spent waiting on the engine.",
             buckets=OVERHEAD_BUCKETS, registry=r,
         )
+
+    def _add_decision_metrics(self, r: CollectorRegistry) -> None:
+        """What the guard decided and the evidence it decided on."""
         self.decisions = Counter(
             "trace_guard_decisions_total", "Decisions by outcome and abstain reason (the rejection rate).",
             ["decision", "reason", "arm"], registry=r,
@@ -59,6 +69,9 @@ class GuardMetrics:
             "Read probe answers by source: the path's own final answer (an echo), another value the path "
             "wrote in its working (path_value), or neither (other).", ["source"], registry=r,
         )
+
+    def _add_cost_metrics(self, r: CollectorRegistry) -> None:
+        """Engine work per request: paths, tokens, cut completions, stages skipped for a budget."""
         self.paths = Counter("trace_guard_paths_total", "Reasoning paths sampled.", registry=r)
         self.tokens = Counter(
             "trace_guard_tokens_total", "Tokens by pipeline phase and kind (prompt, generated, cached).",
@@ -69,6 +82,13 @@ class GuardMetrics:
             "Completions cut at their token limit, by phase (sample: no answer read; probe: value unreadable).",
             ["phase"], registry=r,
         )
+        self.degraded = Counter(
+            "trace_guard_degraded_stages_total", "Optional stages skipped or cut short by a latency budget.",
+            ["stage"], registry=r,
+        )
+
+    def _add_serving_metrics(self, r: CollectorRegistry) -> None:
+        """Load, errors and the engine's health."""
         self.in_flight = Gauge("trace_guard_requests_in_flight", "Guard calls being processed.", registry=r)
         self.queued = Gauge("trace_guard_requests_queued", "Guard calls waiting for a slot.", registry=r)
         self.errors = Counter(
@@ -82,11 +102,9 @@ class GuardMetrics:
             "trace_guard_engine_requests_running",
             "Engine requests submitted and not yet finished or aborted (read at scrape time).", registry=r,
         )
-        self.degraded = Counter(
-            "trace_guard_degraded_stages_total", "Optional stages skipped or cut short by a latency budget.",
-            ["stage"], registry=r,
-        )
 
+    def _add_ab_metrics(self, r: CollectorRegistry) -> None:
+        """A/B arms, shadow runs and the decision log."""
         self.arm_requests = Counter(
             "trace_guard_arm_requests_total", "Guard calls by A/B arm and how the arm was chosen (split, override).",
             ["arm", "assignment"], registry=r,

@@ -102,31 +102,31 @@ def is_built(model_dir: Path) -> bool:
     return all((model_dir / name).is_file() for name in manifest.get("files", {}))
 
 
-def _build(text_dir: Path, out_dir: Path) -> None:
-    # Imported here: building is a one-off set-up step; the server never needs these at run time.
-    import torch
-    from safetensors.torch import load_file
-    from transformers import (
-        AutoTokenizer,
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3Processor,
-        LlamaConfig,
-    )
-
+def _image_processor_class():
     try:
         # transformers >= 5: the NumPy/PIL image processor (the default one needs torchvision).
         from transformers import Idefics3ImageProcessorPil as ImageProcessor
     except ImportError:
         from transformers import Idefics3ImageProcessor as ImageProcessor
+    return ImageProcessor
 
-    torch.manual_seed(SEED)
+
+def _tokenizer(text_dir: Path):
+    """SmolLM2's tokenizer plus Idefics3's image tokens, with the image-aware chat template."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(text_dir)
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [FAKE_IMAGE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE_TOKEN, GLOBAL_IMAGE_TOKEN,
                                        *GRID_TOKENS]}
     )
     tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _model_config(text_dir: Path, tokenizer):
+    """The Idefics3 config around SmolLM2's (its vocabulary grown by the added tokens); and the text vocab size."""
+    from transformers import Idefics3Config, LlamaConfig
 
     text_config = LlamaConfig.from_pretrained(text_dir)
     text_vocab = text_config.vocab_size
@@ -148,47 +148,84 @@ def _build(text_dir: Path, out_dir: Path) -> None:
         bos_token_id=text_config.bos_token_id,
         eos_token_id=text_config.eos_token_id,
     )
-    model = Idefics3ForConditionalGeneration(config).eval()
+    return config, text_vocab
 
-    # The text model: SmolLM2's weights; the embedding rows of the added tokens start at the mean
-    # embedding so they look like ordinary tokens to the layers above.
+
+def _load_text_weights(model, text_dir: Path, vocab_size: int, text_vocab: int):
+    """SmolLM2's weights into the text model; returns its (grown) token embedding matrix.
+
+    The embedding rows of the added tokens start at the mean embedding so they look like ordinary
+    tokens to the layers above.
+    """
+    import torch
+    from safetensors.torch import load_file
+
     state = {k.removeprefix("model."): v for k, v in load_file(text_dir / "model.safetensors").items()
              if k.startswith("model.")}
     embed = state["embed_tokens.weight"]
-    extra = len(tokenizer) - text_vocab
+    extra = vocab_size - text_vocab
     state["embed_tokens.weight"] = torch.cat([embed, embed.mean(0, keepdim=True).repeat(extra, 1)])
     missing, unexpected = model.model.text_model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"text weights do not fit: missing={missing} unexpected={unexpected}")
+    return embed
 
-    # The connector: scaled so image features have the per-element spread of SmolLM2's token
-    # embeddings (the vision tower ends in a LayerNorm, unit variance); bigger ones swamp the text.
+
+def _scale_connector(model, embed) -> None:
+    """Scale the connector so image features have the per-element spread of SmolLM2's token
+    embeddings (the vision tower ends in a LayerNorm, unit variance); bigger ones swamp the text."""
+    import torch
+
     proj = model.model.connector.modality_projection.proj
     with torch.no_grad():
         proj.weight.normal_(0.0, float(embed.std()) / proj.in_features**0.5)
-    model.tie_weights()
 
-    image_processor = ImageProcessor(
+
+def _processor(image_processor_class, tokenizer):
+    from transformers import Idefics3Processor
+
+    image_processor = image_processor_class(
         do_image_splitting=False,
         size={"longest_edge": IMAGE_SIZE},
         max_image_size={"longest_edge": IMAGE_SIZE},
     )
     image_seq_len = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2
-    processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=image_seq_len, chat_template=CHAT_TEMPLATE)
+    return Idefics3Processor(image_processor, tokenizer, image_seq_len=image_seq_len, chat_template=CHAT_TEMPLATE)
+
+
+def _name_pil_image_processor(out_dir: Path, image_processor_class) -> None:
+    """Saved under the generic name, the processor loads the torchvision backend when it is installed
+    and warns about falling back to PIL when it is not (the CPU install removes torchvision): name the
+    PIL one, which works everywhere, so every engine start loads it quietly."""
+    processor_config = out_dir / "processor_config.json"
+    config_json = json.loads(processor_config.read_text())
+    if config_json.get("image_processor", {}).get("image_processor_type") == "Idefics3ImageProcessor" and (
+        image_processor_class.__name__ == "Idefics3ImageProcessorPil"
+    ):
+        config_json["image_processor"]["image_processor_type"] = image_processor_class.__name__
+        processor_config.write_text(json.dumps(config_json, indent=2) + "\n")
+
+
+def _build(text_dir: Path, out_dir: Path) -> None:
+    # Imported here (and in the helpers): building is a one-off set-up step; the server never needs
+    # these at run time.
+    import torch
+    from transformers import Idefics3ForConditionalGeneration
+
+    image_processor_class = _image_processor_class()
+    torch.manual_seed(SEED)
+    tokenizer = _tokenizer(text_dir)
+    config, text_vocab = _model_config(text_dir, tokenizer)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    embed = _load_text_weights(model, text_dir, len(tokenizer), text_vocab)
+    _scale_connector(model, embed)
+    model.tie_weights()
+    processor = _processor(image_processor_class, tokenizer)
 
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    # Saved under the generic name, which loads the torchvision backend when it is installed and
-    # warns about falling back to PIL when it is not (the CPU install removes torchvision): name the
-    # PIL one, which works everywhere, so every engine start loads it quietly.
-    processor_config = out_dir / "processor_config.json"
-    config_json = json.loads(processor_config.read_text())
-    if config_json.get("image_processor", {}).get("image_processor_type") == "Idefics3ImageProcessor" and (
-        ImageProcessor.__name__ == "Idefics3ImageProcessorPil"
-    ):
-        config_json["image_processor"]["image_processor_type"] = ImageProcessor.__name__
-        processor_config.write_text(json.dumps(config_json, indent=2) + "\n")
+    _name_pil_image_processor(out_dir, image_processor_class)
     gen = text_dir / "generation_config.json"
     if gen.is_file():
         shutil.copy(gen, out_dir / "generation_config.json")
