@@ -26,7 +26,7 @@ from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreM
 from guard.pipeline import GuardConfig
 from guard.policy import Policy
 from guard.probe import ProbeRead
-from guard.prompts import ProbeFormat
+from guard.prompts import ProbeFormat, PromptStyle
 from guard.scorers import SCORER_NAMES
 
 logger = logging.getLogger("benchmarks.quality")
@@ -414,12 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(generated images: visual[-TASK][@SEED], see benchmarks/visual.py) (repeatable)")
     p.add_argument("--data-dir", default=str(datasets.DEFAULT_DATA_DIR))
     p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--num-paths", type=int, default=8)
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--num-paths", type=int, default=Defaults.num_paths)
+    p.add_argument("--max-tokens", type=int, default=Defaults.max_tokens)
+    p.add_argument("--temperature", type=float, default=Defaults.temperature)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--prompt-style", choices=["fewshot", "chat"], default="fewshot")
+    p.add_argument("--prompt-style", choices=[s.value for s in PromptStyle],
+                   default=GuardConfig.prompt_style.value)
     p.add_argument("--score-mode", choices=[m.value for m in ScoreMode], default=Defaults.score_mode.value,
                    help="how the trace scorer scores probe answers (full, contested, hard)")
     p.add_argument("--probe-max-tokens", type=int, default=GuardConfig.probe_max_tokens)
