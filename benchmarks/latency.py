@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -22,6 +23,8 @@ import grpc
 from benchmarks import datasets, plots
 from benchmarks.sidecar import percentile, start_sidecar
 from guard.params import ScoreMode
+from guard.scorers import SCORER_NAMES
+from guard.scorers.trace import TraceScorer
 from server.model_store import resolve_model_or_default
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
@@ -98,7 +101,12 @@ def summarise(results: list, wall_s: float) -> dict:
     }
 
 
-def main(argv=None) -> int:
+# The scorers the guard arms run by default: each of distinct cost once (deepconf-low is deepconf
+# with another cut-off, so it costs what deepconf does).
+DEFAULT_SCORERS = tuple(name for name in SCORER_NAMES if name != "deepconf-low")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--address", help="use a running sidecar instead of starting one")
     p.add_argument("--model", help="registered model name (fetched on first use) or model directory "
@@ -107,7 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-requests", type=int, default=8,
                    help="questions per arm and level (at least the level's concurrency)")
     p.add_argument("--paths", type=int, action="append", help="N values for guard arms (default 8)")
-    p.add_argument("--scorer", action="append", help="scorers for guard arms (default: all)")
+    p.add_argument("--scorer", action="append", choices=SCORER_NAMES,
+                   help=f"scorers for guard arms (default: {', '.join(DEFAULT_SCORERS)})")
     p.add_argument("--score-mode", action="append", choices=[m.value for m in ScoreMode],
                    help="score modes for the trace arms, one arm each (default: the server's)")
     p.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1)")
@@ -117,9 +126,60 @@ def main(argv=None) -> int:
     p.add_argument("--peer-approach", action="append",
                    help="optillm approaches (default: majority_voting and self_consistency_n)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out"))
-    args = p.parse_args(argv)
+    return p
+
+
+def guard_arms(stub, args, paths: list[int], scorers: list[str]) -> list[tuple[str, object]]:
+    """One arm per N and scorer (per score mode too, for trace when --score-mode is given)."""
+    arms = []
+    for n in paths:
+        for s in scorers:
+            request = {"mode": pb.MODE_GUARD, "scorer": s, "num_paths": n, "max_tokens": args.max_tokens,
+                       "seed": 0}
+            if s == TraceScorer.name and args.score_mode:
+                arms += [(f"guard-{s}-{m}-n{n}", guard_call(stub, {**request, "score_mode": m}))
+                         for m in args.score_mode]
+            else:
+                arms.append((f"guard-{s}-n{n}", guard_call(stub, request)))
+    return arms
+
+
+def measure(address: str, args, peer, questions: list[str], paths: list[int], levels: list[int]) -> dict:
+    """Every arm at every concurrency level, printed as it goes; results keyed 'ARM@cLEVEL'."""
+    results: dict = {}
+    with grpc.insecure_channel(address) as ch:
+        stub = guard_pb2_grpc.GuardServiceStub(ch)
+        # Warm-up: first requests pay one-off costs (allocation, prefix-cache fill of the few-shot header).
+        raw = guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0})
+        run_arm(raw, questions[:2], 1)
+        arms = [("raw", raw), *guard_arms(stub, args, paths, args.scorer or list(DEFAULT_SCORERS))]
+        if peer is not None:
+            approaches = args.peer_approach or ["majority_voting", "self_consistency_n"]
+            run_arm(peer_call(peer, approaches[0], 1, args.max_tokens), questions[:2], 1)  # warm-up
+            arms += [(f"optillm-{a}-n{n}", peer_call(peer, a, n, args.max_tokens)) for n in paths for a in approaches]
+        for c in levels:
+            qs = questions[:max(args.num_requests, c)]
+            level = run_arms_interleaved(arms, qs) if c == 1 else {name: run_arm(call, qs, c) for name, call in arms}
+            for name, r in level.items():
+                results[f"{name}@c{c}"] = r
+                print(f"{name:<22} c={c:<3} p50={r['p50_s']:.2f}s p95={r['p95_s']:.2f}s "
+                      f"rps={r['requests_per_s']:.2f} tokens={r['generated_tokens_per_request']:.0f} "
+                      f"overhead_p50={r['overhead_p50_ms']:.1f}ms", flush=True)
+    return results
+
+
+def write_results(results: dict, out: Path) -> None:
+    table = "\n".join(table_lines(results) + headline_ratios(results))
+    print(table)
+    (out / "latency.txt").write_text(table + "\n")
+    (out / "latency.json").write_text(json.dumps(results, indent=2))
+    plot_cdf(results, out / "latency_cdf.png")
+    print(f"results in {out}/latency.json, plot {out}/latency_cdf.png")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     paths = args.paths or [8]
-    scorers = args.scorer or ["majority", "deepconf", "trace"]
     levels = args.concurrency or [1]
     args.out.mkdir(parents=True, exist_ok=True)
     # Every level sends at least one full wave: concurrency 16 with 8 questions would measure 8.
@@ -132,65 +192,31 @@ def main(argv=None) -> int:
     if not address:
         sidecar = start_sidecar(model, ["--max-concurrent", "64", "--max-queued", "256"])
         address = sidecar.address
-    results: dict = {}
     peer = None
     try:
         if args.peer == "optillm":
             from benchmarks.peer import OptillmPeer
 
             peer = OptillmPeer(model).start()
-        with grpc.insecure_channel(address) as ch:
-            stub = guard_pb2_grpc.GuardServiceStub(ch)
-            # Warm-up: first requests pay one-off costs (allocation, prefix-cache fill of the few-shot header).
-            raw = guard_call(stub, {"mode": pb.MODE_RAW, "max_tokens": args.max_tokens, "seed": 0})
-            run_arm(raw, questions[:2], 1)
-            arms = [("raw", raw)]
-            for n in paths:
-                for s in scorers:
-                    request = {"mode": pb.MODE_GUARD, "scorer": s, "num_paths": n, "max_tokens": args.max_tokens,
-                               "seed": 0}
-                    if s == "trace" and args.score_mode:
-                        arms += [(f"guard-{s}-{m}-n{n}", guard_call(stub, {**request, "score_mode": m}))
-                                 for m in args.score_mode]
-                    else:
-                        arms.append((f"guard-{s}-n{n}", guard_call(stub, request)))
-            if peer is not None:
-                approaches = args.peer_approach or ["majority_voting", "self_consistency_n"]
-                run_arm(peer_call(peer, approaches[0], 1, args.max_tokens), questions[:2], 1)  # warm-up
-                arms += [(f"optillm-{a}-n{n}", peer_call(peer, a, n, args.max_tokens)) for n in paths for a in approaches]
-            for c in levels:
-                qs = questions[:max(args.num_requests, c)]
-                level = run_arms_interleaved(arms, qs) if c == 1 else {name: run_arm(call, qs, c) for name, call in arms}
-                for name, r in level.items():
-                    results[f"{name}@c{c}"] = r
-                    print(f"{name:<22} c={c:<3} p50={r['p50_s']:.2f}s p95={r['p95_s']:.2f}s "
-                          f"rps={r['requests_per_s']:.2f} tokens={r['generated_tokens_per_request']:.0f} "
-                          f"overhead_p50={r['overhead_p50_ms']:.1f}ms", flush=True)
+        results = measure(address, args, peer, questions, paths, levels)
     finally:
         if sidecar is not None:
             sidecar.stop()
         if peer is not None:
             peer.stop()
-    lines = table_lines(results)
-    lines += headline_ratios(results)
-    table = "\n".join(lines)
-    print(table)
-    (args.out / "latency.txt").write_text(table + "\n")
-    (args.out / "latency.json").write_text(json.dumps(results, indent=2))
-    plot_cdf(results, args.out / "latency_cdf.png")
-    print(f"results in {args.out}/latency.json, plot {args.out}/latency_cdf.png")
+    write_results(results, args.out)
     return 0
 
 
 def table_lines(results: dict) -> list[str]:
     """One row per arm (ratios to raw at the same concurrency), then each arm's stage p50s."""
-    lines = [f"{'arm':<32}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'req/s':>7}{'tok/req':>9}{'x raw p50':>10}"
-             f"{'probe+score %':>15}{'overhead ms':>12}"]
+    lines = [(f"{'arm':<32}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'req/s':>7}{'tok/req':>9}{'x raw p50':>10}"
+              f"{'probe+score %':>15}{'overhead ms':>12}")]
     for key, r in results.items():
         c = key.split("@")[1]
         raw = results[f"raw@{c}"]["p50_s"] if f"raw@{c}" in results else float("nan")
         share = r.get("probe_score_share_p50", float("nan"))
-        share = 0.0 if share != share else share  # no guarded request: nothing probed
+        share = 0.0 if math.isnan(share) else share  # no guarded request: nothing probed
         lines.append(f"{key:<32}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}{r['p99_s']:>8.2f}{r['requests_per_s']:>7.2f}"
                      f"{r['generated_tokens_per_request']:>9.0f}{r['p50_s'] / raw:>10.2f}{share * 100:>15.1f}"
                      f"{r['overhead_p50_ms']:>12.1f}")
