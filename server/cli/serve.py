@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from guard.params import Defaults, Limits, Mode, ScoreMode
 from guard.prompts import ProbeFormat, PromptStyle
 from guard.scorers import SCORER_NAMES
+from guard.scorers.majority import MajorityScorer
 from server.options import ServerOptions
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 # The scorer `serve` uses when neither the flag nor the request names one. Deliberately not
 # `Defaults.scorer` (the library's, "trace"): the served default follows the evaluation's verdict
 # (benchmarks/README.md, "Does the guard help?"), which favours the plain vote.
-SERVE_DEFAULT_SCORER = "majority"
+SERVE_DEFAULT_SCORER = MajorityScorer.name
 
 
 def add_parser(sub) -> None:
