@@ -1,9 +1,8 @@
-"""Engines: the protocol the guard talks to, and its implementations."""
+"""Engines: the protocol the guard talks to, its value types, and the vLLM versions it supports."""
 
 from guard.engine.base import (
     Completion,
     Engine,
-    EngineError,
     GenerationResult,
     ModelInfo,
     Prompt,
@@ -11,8 +10,11 @@ from guard.engine.base import (
     ScoreItem,
     ScoreResult,
 )
+from guard.engine.versions import SUPPORTED_VLLM
+from guard.errors import EngineError
 
 __all__ = [
+    "SUPPORTED_VLLM",
     "Completion",
     "Engine",
     "EngineError",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Sequence, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from guard.errors import EngineError
+from guard.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,14 @@ class SampleSpec:
     # When set, output is constrained to this JSON schema (vLLM structured outputs).
     json_schema: dict | None = None
 
-    def decode_once(self) -> tuple["SampleSpec", int]:
+    def __post_init__(self) -> None:
+        # Checked once here rather than by each engine before it submits.
+        if self.n < 1:
+            raise InvalidArgumentError("n", "must be at least 1")
+        if self.max_tokens < 1:
+            raise InvalidArgumentError("max_tokens", "must be at least 1")
+
+    def decode_once(self) -> tuple[SampleSpec, int]:
         """The spec to send and how many copies of each completion to make from it.
 
         Greedy decoding gives n identical completions, and vLLM refuses n > 1 with it: decode
@@ -63,7 +71,7 @@ class Completion:
         return self.finish_reason == "length"
 
 
-def repeat_completions(completions: list["Completion"], copies: int) -> list["Completion"]:
+def repeat_completions(completions: list[Completion], copies: int) -> list[Completion]:
     """Each completion `copies` times, as independent objects (the other half of `decode_once`)."""
     if copies == 1:
         return completions
@@ -153,15 +161,3 @@ class Engine(Protocol):
     def num_running_requests(self) -> int:
         """Engine requests submitted and not yet finished or aborted (0 when idle)."""
 
-
-__all__ = [
-    "Completion",
-    "Engine",
-    "EngineError",
-    "GenerationResult",
-    "ModelInfo",
-    "Prompt",
-    "SampleSpec",
-    "ScoreItem",
-    "ScoreResult",
-]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+from guard.engine.tokens import require_image_support
 from guard.errors import EngineError, InvalidArgumentError
 
 IMAGE_PART_TYPES = ("image", "image_url", "input_image")
@@ -26,8 +28,9 @@ def normalize_message(index: int, message: dict, *, accepts_images: bool, model_
         if kind == "text":
             parts.append({"type": "text", "text": part.get("text", "")})
         elif kind in IMAGE_PART_TYPES:
-            if not accepts_images:
-                raise InvalidArgumentError(f"messages[{index}].content", f"model {model_name} does not accept images")
+            require_image_support(
+                True, accepts_images=accepts_images, model_name=model_name, field=f"messages[{index}].content"
+            )
             parts.append({"type": "image"})
         else:
             raise InvalidArgumentError(f"messages[{index}].content", f"unsupported content part type {kind!r}")
@@ -48,7 +51,7 @@ def render_chat(
     conversation = [
         normalize_message(i, m, accepts_images=accepts_images, model_name=model_name) for i, m in enumerate(messages)
     ]
-    kwargs: dict[str, Any] = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
+    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": add_generation_prompt}
     if chat_template is not None:
         kwargs["chat_template"] = chat_template
     try:

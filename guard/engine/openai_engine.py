@@ -19,53 +19,36 @@ the next one on the ring. A background loop polls each replica's `/health`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
-import json
 import logging
 import os
 import time
-import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from guard.engine.base import (
-    Completion,
-    GenerationResult,
-    ModelInfo,
-    Prompt,
-    SampleSpec,
-    ScoreItem,
-    ScoreResult,
-    repeat_completions,
-)
+from guard.engine import GenerationResult, ModelInfo, Prompt, SampleSpec, ScoreItem, ScoreResult
 from guard.engine.aio import gather_all
+from guard.engine.base import repeat_completions
 from guard.engine.chat import render_chat
-from guard.engine.upstream import ReplicaRing, ReplicaState
-from guard.errors import EngineError, EngineNotReadyError, InvalidArgumentError
+from guard.engine.openai_http import ReplicaFailed, UpstreamClient, api_base
+from guard.engine.openai_payloads import (
+    ImageDataUrls,
+    chat_completion_body,
+    chat_fields,
+    completion_body,
+    parse_chat_completion,
+    parse_completion,
+    parse_score,
+    scoring_body,
+    sorted_choices,
+    usage,
+)
+from guard.engine.tokens import encode_score_items, require_image_support
+from guard.engine.upstream import ReplicaState
+from guard.errors import EngineError, EngineNotReadyError
 
 logger = logging.getLogger(__name__)
 
 ENGINE_NAME = "vllm-openai"
-
-
-class _ReplicaFailed(Exception):
-    """The replica could not serve the call (down, 5xx, timeout): try the next one."""
-
-
-def _api_base(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def _server_root(api_base: str) -> str:
-    return api_base[: -len("/v1")]
-
-
-# Renders the one text part verbatim: the sidecar has already applied the model's own template.
-PASS_THROUGH_TEMPLATE = (
-    "{%- for message in messages -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}{%- endfor -%}"
-)
 
 
 class OpenAIEngine:
@@ -81,17 +64,19 @@ class OpenAIEngine:
         startup_timeout_seconds: float = 900.0,
         max_connections: int = 256,
     ) -> None:
-        self._bases = [_api_base(u) for u in upstreams]
-        self.ring = ReplicaRing(self._bases)
+        self._bases = [api_base(u) for u in upstreams]
+        self._http = UpstreamClient(
+            self._bases,
+            api_key=api_key if api_key is not None else os.environ.get("TRACE_GUARD_UPSTREAM_API_KEY"),
+            connect_timeout_seconds=connect_timeout_seconds,
+            request_timeout_seconds=request_timeout_seconds,
+            max_connections=max_connections,
+        )
+        self.ring = self._http.ring
         self._tokenizer_path = tokenizer
-        self._api_key = api_key if api_key is not None else os.environ.get("TRACE_GUARD_UPSTREAM_API_KEY")
-        self._connect_timeout = connect_timeout_seconds
-        self._request_timeout = request_timeout_seconds
         self._health_interval = health_interval_seconds
         self._startup_timeout = startup_timeout_seconds
-        self._max_connections = max_connections
 
-        self._session: Any = None  # aiohttp.ClientSession
         self._health_task: asyncio.Task | None = None
         self._start_lock = asyncio.Lock()
         self._tokenizer: Any = None
@@ -100,37 +85,24 @@ class OpenAIEngine:
         self._max_model_len = 0
         self._accepts_images = False
         self._closed = False
-        # request id -> HTTP calls in flight; abort() cancels them (closing the connection makes
-        # vLLM abort the request server-side).
-        self._inflight: dict[str, set[asyncio.Task]] = {}
-        # PIL image -> data URL, so the N x K probes of a request encode each image once.
-        # (PIL images are unhashable: keyed by id, dropped when the image is collected.)
-        self._data_urls: dict[int, tuple[weakref.ref, str]] = {}
+        self._data_url = ImageDataUrls()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         async with self._start_lock:
-            if self._session is not None:
+            if self._http.is_open:
                 return
             if self._closed:
                 raise EngineError("engine was shut down")
-            import aiohttp
-
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=self._request_timeout, sock_connect=self._connect_timeout),
-                headers=headers,
-            )
+            self._http.open()
             try:
                 card = await self._wait_for_first_replica()
                 await asyncio.to_thread(self._load_tokenizer, card)
             except BaseException:
-                await self._session.close()
-                self._session = None
+                await self._http.close()
                 raise
-            self._health_task = asyncio.create_task(self._health_loop())
+            self._health_task = asyncio.create_task(self._http.health_loop(self._health_interval))
             logger.info(
                 "upstream engine ready: model=%s max_model_len=%d multimodal=%s replicas=%s",
                 self._model_id, self._max_model_len, self._accepts_images, self._bases,
@@ -141,12 +113,12 @@ class OpenAIEngine:
         deadline = time.monotonic() + self._startup_timeout
         last_log = 0.0
         while True:
-            await self._check_all()
+            await self._http.check_all()
             for replica in self.ring.replicas:
                 if replica.healthy:
                     try:
                         return await self._model_card(replica)
-                    except _ReplicaFailed as exc:
+                    except ReplicaFailed as exc:
                         self.ring.mark(replica, False, str(exc))
             if time.monotonic() > deadline:
                 errors = {r.url: r.last_error for r in self.ring.replicas}
@@ -157,10 +129,10 @@ class OpenAIEngine:
             await asyncio.sleep(min(self._health_interval, 1.0))
 
     async def _model_card(self, replica: ReplicaState) -> dict:
-        body = await self._request(replica, "GET", "/models", None, timeout=10)
+        body = await self._http.request(replica, "GET", "/models", None, timeout=10)
         models = body.get("data") or []
         if not models:
-            raise _ReplicaFailed(f"{replica.url}/models lists no model")
+            raise ReplicaFailed(f"{replica.url}/models lists no model")
         return models[0]
 
     def _load_tokenizer(self, card: dict) -> None:
@@ -189,39 +161,11 @@ class OpenAIEngine:
         self._max_model_len = int(card.get("max_model_len") or getattr(config, "max_position_embeddings", 0) or 0)
         self._accepts_images = getattr(config, "vision_config", None) is not None
 
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._health_interval)
-            try:
-                await self._check_all()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a failed round is retried next interval
-                logger.exception("upstream health round failed")
-
-    async def _check_all(self) -> None:
-        await asyncio.gather(*(self._check_one(r) for r in self.ring.replicas))
-
-    async def _check_one(self, replica: ReplicaState) -> None:
-        import aiohttp
-
-        url = _server_root(replica.url) + "/health"
-        try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                ok, error = resp.status == 200, f"/health returned {resp.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            ok, error = False, f"{type(exc).__name__}: {exc}"
-        if self.ring.mark(replica, ok, error):
-            if ok:
-                logger.info("upstream %s is healthy", replica.url)
-            else:
-                logger.warning("upstream %s is unhealthy: %s", replica.url, error)
-
     @property
     def ready(self) -> bool:
         # Started and not shut down. Upstream outages show in check_health (health goes
         # NOT_SERVING, calls get UNAVAILABLE) but never trigger an in-process restart.
-        return self._session is not None and self._tokenizer is not None
+        return self._http.is_open and self._tokenizer is not None
 
     async def check_health(self) -> None:
         if not self.ready:
@@ -239,12 +183,7 @@ class OpenAIEngine:
             self._health_task.cancel()
             await asyncio.gather(self._health_task, return_exceptions=True)
             self._health_task = None
-        for tasks in list(self._inflight.values()):
-            for task in tasks:
-                task.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def restart(self) -> None:
         await self._close()
@@ -260,7 +199,7 @@ class OpenAIEngine:
         )
 
     def num_running_requests(self) -> int:
-        return sum(len(t) for t in self._inflight.values())
+        return self._http.num_in_flight()
 
     def replicas(self) -> list[ReplicaState]:
         """Per-upstream health and request outcomes (read by the server's metrics)."""
@@ -274,6 +213,9 @@ class OpenAIEngine:
             accepts_images=self._accepts_images, model_name=self._model_id,
             add_generation_prompt=add_generation_prompt,
         )
+
+    async def abort(self, request_id: str) -> None:
+        await self._http.abort(request_id)
 
     # ------------------------------------------------------------------ generation
 
@@ -289,17 +231,17 @@ class OpenAIEngine:
         if any(p.images for p in prompts):
             return await gather_all([self._generate_chat(p, spec, request_id) for p in prompts])
         spec, copies = spec.decode_once()
-        body = self._completion_body(spec)
+        body = completion_body(self._model_id, spec)
         body["prompt"] = [p.text for p in prompts]
-        out = await self._call(request_id, "/completions", body)
-        choices = sorted(out.get("choices") or [], key=lambda c: c["index"])
+        out = await self._http.call(request_id, "/completions", body)
+        choices = sorted_choices(out)
         if len(choices) != len(prompts) * spec.n:
             raise EngineError(f"upstream returned {len(choices)} choices for {len(prompts)} x n={spec.n}")
-        prompt_tokens, cached = self._usage(out)
+        prompt_tokens, cached = usage(out)
         results = []
         for i in range(len(prompts)):
             completions = repeat_completions(
-                [self._completion(c, spec) for c in choices[i * spec.n:(i + 1) * spec.n]], copies
+                [parse_completion(c, spec) for c in choices[i * spec.n:(i + 1) * spec.n]], copies
             )
             # Usage is reported for the whole call; spread it evenly over the prompts.
             results.append(
@@ -310,268 +252,49 @@ class OpenAIEngine:
     async def _generate_chat(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
         """One prompt with images, through the chat endpoint (see the module docstring)."""
         spec, copies = spec.decode_once()
-        body = self._completion_body(spec)
+        body = chat_completion_body(self._model_id, spec)
         body.update(await self._chat_fields(prompt, prompt.text))
-        if spec.logprobs is not None:
-            body["logprobs"] = True
-            body["top_logprobs"] = spec.logprobs
-            body.pop("return_tokens_as_token_ids", None)
-        out = await self._call(request_id, "/chat/completions", body)
-        choices = sorted(out.get("choices") or [], key=lambda c: c["index"])
+        out = await self._http.call(request_id, "/chat/completions", body)
+        choices = sorted_choices(out)
         if len(choices) != spec.n:
             raise EngineError(f"upstream returned {len(choices)} choices for n={spec.n}")
-        completions = repeat_completions([self._chat_completion(c, spec) for c in choices], copies)
-        return GenerationResult(completions, *self._usage(out))
+        completions = repeat_completions([parse_chat_completion(c, spec) for c in choices], copies)
+        return GenerationResult(completions, *usage(out))
 
     async def _chat_fields(self, prompt: Prompt, text: str) -> dict[str, Any]:
-        if not self._accepts_images:
-            raise InvalidArgumentError("images", f"model {self._model_id} does not accept images")
+        require_image_support(True, accepts_images=self._accepts_images, model_name=self._model_id, field="images")
         urls = [await asyncio.to_thread(self._data_url, image) for image in prompt.images]
-        parts: list[dict] = [{"type": "image_url", "image_url": {"url": u}} for u in urls]
-        parts.append({"type": "text", "text": text})
-        return {
-            "messages": [{"role": "user", "content": parts}],
-            "chat_template": PASS_THROUGH_TEMPLATE,
-            "add_generation_prompt": False,
-        }
-
-    def _data_url(self, image: Any) -> str:
-        key = id(image)
-        entry = self._data_urls.get(key)
-        if entry is not None and entry[0]() is image:
-            return entry[1]
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        self._data_urls[key] = (weakref.ref(image), url)
-        weakref.finalize(image, self._data_urls.pop, key, None)
-        return url
-
-    @staticmethod
-    def _chat_completion(choice: dict, spec: SampleSpec) -> Completion:
-        token_lps: list[float] = []
-        top_lps: list[list[float]] = []
-        entries = ((choice.get("logprobs") or {}).get("content")) or []
-        if spec.logprobs is not None:
-            for entry in entries:
-                token_lps.append(float(entry.get("logprob", float("nan"))))
-                if spec.logprobs > 0:
-                    values = sorted((float(t["logprob"]) for t in entry.get("top_logprobs") or []), reverse=True)
-                    top_lps.append(values[: spec.logprobs])
-        token_ids = choice.get("token_ids") or []
-        return Completion(
-            text=(choice.get("message") or {}).get("content") or "",
-            num_tokens=len(token_ids) if token_ids else len(entries),
-            finish_reason=choice.get("finish_reason"),
-            token_logprobs=token_lps,
-            top_logprobs=top_lps,
-        )
-
-    def _completion_body(self, spec: SampleSpec) -> dict[str, Any]:
-        if spec.n < 1:
-            raise InvalidArgumentError("n", "must be at least 1")
-        if spec.max_tokens < 1:
-            raise InvalidArgumentError("max_tokens", "must be at least 1")
-        body: dict[str, Any] = {
-            "model": self._model_id,
-            "n": spec.n,
-            "temperature": spec.temperature,
-            "top_p": spec.top_p,
-            "max_tokens": spec.max_tokens,
-            # The prompt is fully rendered (template applied): no extra BOS, as in-process.
-            "add_special_tokens": False,
-            "return_token_ids": True,
-        }
-        if spec.seed is not None:
-            body["seed"] = spec.seed
-        if spec.stop:
-            body["stop"] = list(spec.stop)
-        if spec.logprobs is not None:
-            body["logprobs"] = spec.logprobs
-            body["return_tokens_as_token_ids"] = True
-        if spec.json_schema is not None:
-            body["structured_outputs"] = {"json": spec.json_schema}
-        return body
-
-    @staticmethod
-    def _completion(choice: dict, spec: SampleSpec) -> Completion:
-        token_ids = choice.get("token_ids") or []
-        token_lps: list[float] = []
-        top_lps: list[list[float]] = []
-        logprobs = choice.get("logprobs")
-        if spec.logprobs is not None and logprobs:
-            token_lps = [float("nan") if lp is None else float(lp) for lp in logprobs.get("token_logprobs") or []]
-            if spec.logprobs > 0:
-                for alternatives in logprobs.get("top_logprobs") or []:
-                    # vLLM adds the sampled token when it is not in the top k; keep the k best.
-                    values = sorted((float(v) for v in (alternatives or {}).values()), reverse=True)
-                    top_lps.append(values[: spec.logprobs])
-        return Completion(
-            text=choice.get("text") or "",
-            num_tokens=len(token_ids) if token_ids else len(token_lps),
-            finish_reason=choice.get("finish_reason"),
-            token_logprobs=token_lps,
-            top_logprobs=top_lps,
-        )
-
-    @staticmethod
-    def _usage(out: dict) -> tuple[int, int]:
-        usage = out.get("usage") or {}
-        details = usage.get("prompt_tokens_details") or {}
-        return int(usage.get("prompt_tokens") or 0), int(details.get("cached_tokens") or 0)
+        return chat_fields(urls, text)
 
     # ------------------------------------------------------------------ scoring
 
     async def score(self, items: Sequence[ScoreItem], request_id: str) -> list[ScoreResult]:
         if not items:
             return []
-        encoded = await asyncio.to_thread(self._encode_items, list(items))
+        encoded = await asyncio.to_thread(
+            encode_score_items, self._tokenizer, list(items), accepts_images=self._accepts_images,
+            model_name=self._model_id,
+        )
         if any(item.context.images for item in items):
             return await gather_all(
                 [self._score_chat(item, cont, request_id) for item, (_, cont) in zip(items, encoded)]
             )
-        body = {
-            "model": self._model_id,
-            "prompt": [ctx + cont for ctx, cont in encoded],
-            "max_tokens": 1,
-            "temperature": 0.0,
-            # 0: only the logprob of each actual prompt token.
-            "prompt_logprobs": 0,
-            "add_special_tokens": False,
-            "return_token_ids": True,
-        }
-        out = await self._call(request_id, "/completions", body)
-        choices = sorted(out.get("choices") or [], key=lambda c: c["index"])
+        body = scoring_body(self._model_id)
+        body["prompt"] = [ctx + cont for ctx, cont in encoded]
+        body["add_special_tokens"] = False
+        out = await self._http.call(request_id, "/completions", body)
+        choices = sorted_choices(out)
         if len(choices) != len(items):
             raise EngineError(f"upstream returned {len(choices)} scorings for {len(items)} items")
-        return [self._score_result(c, ctx, cont) for c, (ctx, cont) in zip(choices, encoded)]
-
-    def _encode_items(self, items: list[ScoreItem]) -> list[tuple[list[int], list[int]]]:
-        tok = self._tokenizer
-        encoded = []
-        for i, item in enumerate(items):
-            if item.context.images and not self._accepts_images:
-                raise InvalidArgumentError(f"items[{i}].context.images", f"model {self._model_id} does not accept images")
-            # Tokenized apart so the continuation's token span is exact (as in-process).
-            ctx = list(tok.encode(item.context.text, add_special_tokens=False))
-            cont = list(tok.encode(item.continuation, add_special_tokens=False))
-            if not ctx:
-                bos = getattr(tok, "bos_token_id", None)
-                if bos is None:
-                    raise InvalidArgumentError(f"items[{i}].context", "is empty and the model has no BOS token")
-                ctx = [bos]
-            encoded.append((ctx, cont))
-        return encoded
+        return [parse_score(c, ctx, cont) for c, (ctx, cont) in zip(choices, encoded)]
 
     async def _score_chat(self, item: ScoreItem, cont: list[int], request_id: str) -> ScoreResult:
         """Score one context with images: the whole text goes through the chat endpoint (the image
         placeholders expand server-side), and the continuation is the tail of the prompt tokens."""
-        body: dict[str, Any] = {
-            "model": self._model_id, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0,
-            "return_token_ids": True,
-        }
+        body = scoring_body(self._model_id)
         body.update(await self._chat_fields(item.context, item.context.text + item.continuation))
-        out = await self._call(request_id, "/chat/completions", body)
+        out = await self._http.call(request_id, "/chat/completions", body)
         prompt_ids = list(out.get("prompt_token_ids") or [])
         if len(cont) and prompt_ids[-len(cont):] != cont:
             raise EngineError("the upstream tokenized the scored continuation differently from the sidecar")
-        return self._score_result(out, prompt_ids[: len(prompt_ids) - len(cont)], cont)
-
-    @staticmethod
-    def _score_result(choice: dict, ctx: list[int], cont: list[int]) -> ScoreResult:
-        prompt_ids = ctx + cont
-        k = len(cont)
-        if k == 0:
-            return ScoreResult(logprob_sum=0.0, num_tokens=0, prompt_tokens=len(prompt_ids))
-        plps = choice.get("prompt_logprobs")
-        if not isinstance(plps, list) or len(plps) != len(prompt_ids):
-            raise EngineError("upstream returned prompt logprobs that do not line up with the prompt")
-        total = 0.0
-        for pos in range(len(prompt_ids) - k, len(prompt_ids)):
-            entry = plps[pos] or {}
-            lp = entry.get(str(prompt_ids[pos]))
-            if lp is None:
-                raise EngineError(f"upstream returned no logprob for prompt position {pos}")
-            total += float(lp["logprob"] if isinstance(lp, dict) else lp)
-        return ScoreResult(logprob_sum=total, num_tokens=k, prompt_tokens=len(prompt_ids))
-
-    # ------------------------------------------------------------------ HTTP, routing, abort
-
-    async def _call(self, request_id: str, path: str, body: dict) -> dict:
-        """POST to the request's replica, failing over along the ring; abortable by request id."""
-        if self._session is None:
-            raise EngineNotReadyError()
-        if not request_id:
-            raise InvalidArgumentError("request_id", "must be a non-empty string")
-        task = asyncio.ensure_future(self._post_with_failover(request_id, path, body))
-        self._inflight.setdefault(request_id, set()).add(task)
-        try:
-            return await task
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        finally:
-            tasks = self._inflight.get(request_id)
-            if tasks is not None:
-                tasks.discard(task)
-                if not tasks:
-                    del self._inflight[request_id]
-
-    async def _post_with_failover(self, request_id: str, path: str, body: dict) -> dict:
-        errors = []
-        for attempt, replica in enumerate(self.ring.candidates(request_id)):
-            try:
-                out = await self._request(replica, "POST", path, body)
-            except _ReplicaFailed as exc:
-                replica.count("error")
-                if self.ring.mark(replica, False, str(exc)):
-                    logger.warning("upstream %s failed (%s); marked unhealthy", replica.url, exc)
-                errors.append(f"{replica.url}: {exc}")
-                continue
-            replica.count("failover" if attempt else "ok")
-            return out
-        raise EngineError(f"every upstream failed for {request_id}: {'; '.join(errors)}", retryable=True)
-
-    async def _request(
-        self, replica: ReplicaState, method: str, path: str, body: dict | None, timeout: float | None = None
-    ) -> dict:
-        import aiohttp
-
-        kwargs: dict[str, Any] = {}
-        if body is not None:
-            kwargs["json"] = body
-        if timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
-        try:
-            async with self._session.request(method, replica.url + path, **kwargs) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise _ReplicaFailed(f"{type(exc).__name__}: {exc}") from exc
-        if status >= 500 or status in (408, 429):
-            raise _ReplicaFailed(f"HTTP {status}: {text[:300]}")
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            raise _ReplicaFailed(f"HTTP {status}, not JSON: {text[:200]}") from exc
-        if status >= 400:
-            raise self._client_error(status, payload)
-        return payload
-
-    @staticmethod
-    def _client_error(status: int, payload: Any) -> Exception:
-        error = payload.get("error", payload) if isinstance(payload, dict) else {}
-        message = str(error.get("message") or payload)[:500]
-        if error.get("param") == "input_tokens" or "maximum context length" in message:
-            # vLLM's context-length check: the prompt built from the request is too long.
-            return InvalidArgumentError("question", f"the prompt built from it does not fit the model's context: {message}")
-        return EngineError(f"upstream rejected the request (HTTP {status}): {message}")
-
-    async def abort(self, request_id: str) -> None:
-        tasks = list(self._inflight.get(request_id, ()))
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-            logger.debug("aborted %d upstream call(s) of %s", len(tasks), request_id)
-
+        return parse_score(out, prompt_ids[: len(prompt_ids) - len(cont)], cont)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 
 def _hash(value: str) -> int:
