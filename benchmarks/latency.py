@@ -25,6 +25,7 @@ from benchmarks.sidecar import percentile, start_sidecar
 from guard.params import ScoreMode
 from guard.scorers import SCORER_NAMES
 from guard.scorers.trace import TraceScorer
+from guard.stages import Stage
 from server.model_store import resolve_model_or_default
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
@@ -35,9 +36,9 @@ def guard_call(stub, request_kwargs):
     def call(q):
         resp = stub.Guard(pb.GuardRequest(question=q, **request_kwargs), timeout=600)
         timings = {t.stage: t.duration_ms for t in resp.timings}
-        probe = next((u for u in resp.usage if u.phase == "probe"), None)
+        probe = next((u for u in resp.usage if u.phase == Stage.PROBE), None)
         return {"tokens": sum(u.generated_tokens for u in resp.usage), "timings": timings,
-                "overhead_ms": max(0.0, timings.get("total", 0.0) - resp.engine_wait_ms),
+                "overhead_ms": max(0.0, timings.get(Stage.TOTAL, 0.0) - resp.engine_wait_ms),
                 "probes": len(resp.sub_questions) * len(resp.paths) if probe is not None else 0,
                 "probes_truncated": probe.truncated_completions if probe is not None else 0}
     return call
@@ -92,8 +93,8 @@ def summarise(results: list, wall_s: float) -> dict:
         "stage_p50_ms": {s: percentile(v, 0.5) for s, v in stages.items()},
         # Share of each request's total spent probing and scoring, per request, then the median.
         "probe_score_share_p50": percentile(
-            [(out["timings"].get("probe", 0.0) + out["timings"].get("score", 0.0)) / out["timings"]["total"]
-             for _, out in results if out["timings"].get("total")], 0.5),
+            [(out["timings"].get(Stage.PROBE, 0.0) + out["timings"].get(Stage.SCORE, 0.0)) / out["timings"][Stage.TOTAL]
+             for _, out in results if out["timings"].get(Stage.TOTAL)], 0.5),
         "overhead_p50_ms": percentile(overhead, 0.5),
         # Share of sub-question probes cut at the probe token limit (left unanswered).
         "probes_truncated_share": (sum(out["probes_truncated"] for _, out in results)
@@ -224,8 +225,8 @@ def table_lines(results: dict) -> list[str]:
     for key, r in results.items():
         st = r["stage_p50_ms"]
         if key.startswith("guard-"):
-            stages = "  ".join(f"{s}={st[s]:.0f}" for s in ("sample", "ars", "probe", "score", "total") if s in st)
-            cut = f"  probes cut at limit {r['probes_truncated_share']:.0%}" if "probe" in st else ""
+            stages = "  ".join(f"{s}={st[s]:.0f}" for s in (Stage.SAMPLE, Stage.ARS, Stage.PROBE, Stage.SCORE, Stage.TOTAL) if s in st)
+            cut = f"  probes cut at limit {r['probes_truncated_share']:.0%}" if Stage.PROBE in st else ""
             lines.append(f"  {key:<30}{stages}{cut}")
     return lines
 

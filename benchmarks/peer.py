@@ -32,7 +32,7 @@ class OptillmPeer:
         self.vllm: VllmServer | None = None
         self.url = ""
 
-    def start(self) -> "OptillmPeer":
+    def start(self) -> OptillmPeer:
         optillm = OPTILLM_VENV / "bin" / "optillm"
         if not optillm.exists():
             raise SystemExit(f"{optillm} not found: run `make optillm-venv` first")

@@ -111,7 +111,12 @@ async def run(args) -> dict:
     variants = [Variant.parse(v) for v in args.variant]
     engine = VllmEngine(resolve_model_or_default(args.model), max_model_len=args.max_model_len)
     await engine.start()
-    pipeline = GuardPipeline(engine, GuardConfig())
+    # Paths are sampled as the continue format samples them (its few-shot header teaches sub-question
+    # lines), so its probes extend the very prompt the paths came from; legacy probes bring a header of
+    # their own and never share the path's prefix, whichever header sampled it.
+    sampling_format = (ProbeFormat.CONTINUE if any(v.probe_format is ProbeFormat.CONTINUE for v in variants)
+                       else ProbeFormat.LEGACY)
+    pipeline = GuardPipeline(engine, GuardConfig(probe_format=sampling_format))
     stages = {v: ConsistencyStage(engine, PromptBuilder(pipeline.config.prompt_style, engine.render_chat,
                                                         v.probe_format),
                                   StageCostModel(), v.max_tokens, pipeline.config.policy.ffs_agreement, v.probe_read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -163,7 +164,7 @@ class VllmServer:
         """The OpenAI API base, e.g. http://127.0.0.1:8000/v1."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, wait: bool = True) -> "VllmServer":
+    def start(self, wait: bool = True) -> VllmServer:
         import os
 
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -216,7 +217,5 @@ class VllmServer:
                 self.proc.wait()
         else:
             # The API server is gone; make sure its engine core went with it.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

@@ -211,7 +211,7 @@ def _scene_more_size(rng: random.Random) -> Built:
     small, large = count_shapes(scene, size="small"), count_shapes(scene, size="large")
     if small == large:  # an even split has no "more"; one more object settles it
         extra = layout.shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), "small")
-        scene, small = Scene(IMAGE_SIZE_PX, scene.shapes + (extra,)), small + 1
+        scene, small = Scene(IMAGE_SIZE_PX, (*scene.shapes, extra)), small + 1
     steps = [("How many small objects are there?", small), ("How many large objects are there?", large)]
     question = "Are there more small objects than large objects?"
     return Built(scene, "scene_more_size", question, _yes_no(small > large), steps)

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from benchmarks.datasets import Problem
+from benchmarks.problem import Problem
 
 DEFAULT_COUNT = 300
 DEFAULT_SEED = 0

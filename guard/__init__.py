@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from guard.errors import (  # noqa: E402
+from guard.errors import (
     DeadlineExceededError,
     EngineError,
     EngineNotReadyError,
@@ -10,7 +10,7 @@ from guard.errors import (  # noqa: E402
     InvalidArgumentError,
     ResourceExhaustedError,
 )
-from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode  # noqa: E402
+from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode
 
 __all__ = [
     "DeadlineExceededError",

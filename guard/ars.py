@@ -8,8 +8,8 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from guard.engine import Engine, SampleSpec
 from guard.params import ImageInput, canonical_question

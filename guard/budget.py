@@ -20,7 +20,7 @@ class Budget:
     deadline: float | None = None
 
     @classmethod
-    def from_ms(cls, budget_ms: int | None, start: float | None = None) -> "Budget":
+    def from_ms(cls, budget_ms: int | None, start: float | None = None) -> Budget:
         if budget_ms is None:
             return cls(None)
         return cls((time.monotonic() if start is None else start) + budget_ms / 1e3)

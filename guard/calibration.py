@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 def binomial_upper_bound(errors: int, n: int, delta: float) -> float:
@@ -90,7 +90,7 @@ def split(n: int, fit_fraction: float, seed: int) -> tuple[list[int], list[int]]
     """Seeded shuffle of range(n) into a fitting part and a held-out part."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    cut = int(round(n * fit_fraction))
+    cut = round(n * fit_fraction)
     return order[:cut], order[cut:]
 
 

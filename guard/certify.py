@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from guard import replay
 from guard.calibration import CalibrationResult, check_splits, fit_on_split, fit_threshold, risk_and_coverage

@@ -195,14 +195,14 @@ class GuardParams:
             seen.add(key)
 
     @classmethod
-    def build(cls, *, defaults: Defaults, limits: Limits, **fields: Any) -> "GuardParams":
+    def build(cls, *, defaults: Defaults, limits: Limits, **fields: Any) -> GuardParams:
         """Fill unset (None) knobs from `defaults`, then validate against `limits`."""
         for knob in dataclasses.fields(Defaults):
             if fields.get(knob.name) is None:
                 fields[knob.name] = getattr(defaults, knob.name)
         return cls(limits=limits, **fields)
 
-    def with_request_id(self, request_id: str) -> "GuardParams":
+    def with_request_id(self, request_id: str) -> GuardParams:
         return replace(self, request_id=request_id)
 
 

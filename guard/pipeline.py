@@ -14,7 +14,8 @@ from guard.ars import ArsCache, ArsOutcome, ars_cache_key, ars_seed, generate_ar
 from guard.assemble import decide_paths
 from guard.budget import Budget, StageCostModel
 from guard.engine import Engine, GenerationResult, SampleSpec
-from guard.errors import EngineError, InvalidArgumentError
+from guard.engine.tokens import require_image_support
+from guard.errors import EngineError
 from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
 from guard.policy import Policy
@@ -125,8 +126,8 @@ class GuardPipeline:
     async def _decode_images(self, params: GuardParams) -> list[object]:
         if not params.images:
             return []
-        if not self.engine.info().accepts_images:
-            raise InvalidArgumentError("images", f"model {self.engine.info().name} does not accept images")
+        info = self.engine.info()
+        require_image_support(True, accepts_images=info.accepts_images, model_name=info.name, field="images")
         return await asyncio.to_thread(decode_images, params.images, self.config.limits)
 
     def sample_spec(self, params: GuardParams, n: int) -> SampleSpec:

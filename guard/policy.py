@@ -10,7 +10,6 @@ from guard.consistency import ArsAnalysis
 from guard.result import AbstainReason, Decision, Region
 from guard.scorers import SCORER_NAMES, Selection
 
-
 # The rule `decide` applies, written into calibrated policy files so a reader knows what was certified.
 DEPLOYED_RULE = (
     "ACCEPT when an answer exists, it is not tied, its region is not SILENT_RISK (unless "
@@ -27,7 +26,7 @@ class Policy:
 
     # ACCEPT when confidence >= threshold; per scorer, since each scorer's confidence has its own scale.
     thresholds: dict[str, float] = field(
-        default_factory=lambda: {name: DEFAULT_THRESHOLD for name in SCORER_NAMES}
+        default_factory=lambda: dict.fromkeys(SCORER_NAMES, DEFAULT_THRESHOLD)
     )
     default_threshold: float = DEFAULT_THRESHOLD
     # Paths "agree on the answer" when the winner's vote share is above this (an even split is not
@@ -47,11 +46,11 @@ class Policy:
         return self.thresholds.get(scorer, self.default_threshold)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
         data = json.loads(Path(path).read_text())
         if "step_agreement" in data and "silent_risk" not in data:
             data["silent_risk"] = data.pop("step_agreement")  # the name before the silent-risk gate
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         unknown = set(data) - known - {"calibration", "rule"}
         if unknown:
             raise ValueError(f"policy file {path}: unknown keys {sorted(unknown)}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from guard.answers import normalize_answer
 from guard.consistency import SoftAnswer, strict_mode

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from guard.budget import Budget, StageCostModel
 from guard.consistency import ArsAnalysis, SoftAnswer, analyze_ars
@@ -56,7 +56,7 @@ class ConsistencyStage:
         notes, degraded = scored.notes, scored.degraded
         if not analysis.informative:
             note, lost = _uninformative(analysis)
-            notes, degraded = notes + (note,), degraded + lost
+            notes, degraded = (*notes, note), degraded + lost
         return StageOutcome(analysis, {**probed.usage, **scored.usage}, notes, degraded)
 
     def _fits(self, stage: Stage, items: int, budget: Budget) -> tuple[bool, str]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from guard.answers import Answer, AnswerKind, answers_equivalent, cluster_answers, normalize_answer
 from guard.consistency import analyze_ars
 from guard.policy import Policy, decide
 from guard.result import Decision, GuardResult, Region
 from guard.scorers import SCORERS, ScoringInput, select
+from guard.stages import Stage
 
 
 def encode_answer(answer: Answer | None) -> tuple[str, str, str] | None:
@@ -53,7 +54,7 @@ class Record:
     @classmethod
     def from_result(
         cls, problem_id: str, gold: str, gold_sub_answers, result: GuardResult, question: str = ""
-    ) -> "Record":
+    ) -> Record:
         inp = result.scoring
         ars = inp.ars if inp is not None else None
         return cls(
@@ -66,7 +67,7 @@ class Record:
             path_answers=ars.path_answers if ars else [],
             soft=ars.soft if ars else None,
             gold_sub_answers=list(gold_sub_answers),
-            latency_ms=result.timings_ms.get("total", 0.0),
+            latency_ms=result.timings_ms.get(Stage.TOTAL, 0.0),
             generated_tokens=sum(u.generated_tokens for u in result.usage.values()),
             question=question,
             usage={phase: [u.prompt_tokens, u.generated_tokens, u.cached_prompt_tokens]

@@ -140,4 +140,4 @@ class GuardResult:
     features: dict[str, float] = field(default_factory=dict)
     # Everything the scorers saw, kept so offline tools (benchmarks, calibration) can re-score
     # the same samples with another scorer or policy. Never sent over the wire.
-    scoring: "ScoringInput | None" = field(default=None, repr=False)
+    scoring: ScoringInput | None = field(default=None, repr=False)

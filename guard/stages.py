@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Awaitable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from guard.budget import Budget
 from guard.result import PhaseUsage

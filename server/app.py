@@ -111,13 +111,14 @@ class GuardServer:
             self.metrics_port = self._metrics_http.server_address[1]
         logger.info("gRPC on %s:%s, metrics on %s", opts.host, self.port, self.metrics_port)
         if opts.port_file:
-            Path(opts.port_file).write_text(json.dumps({"port": self.port, "metrics_port": self.metrics_port}))
+            ports = json.dumps({"port": self.port, "metrics_port": self.metrics_port})
+            await asyncio.to_thread(Path(opts.port_file).write_text, ports)
         self._tasks.append(asyncio.create_task(self._start_engine()))
 
     async def _start_engine(self) -> None:
         try:
             await self.engine.start()
-        except Exception as exc:  # noqa: BLE001 - reported, then the server stops
+        except Exception as exc:
             logger.exception("engine failed to start")
             self.engine_failed = exc
             self._stopped.set()
@@ -159,7 +160,7 @@ class GuardServer:
             logger.warning("engine dead; restarting it (%d of %d)", restarts, self.options.max_engine_restarts)
             try:
                 await self.engine.restart()
-            except Exception:  # noqa: BLE001 - logged; the next check decides whether to try again
+            except Exception:
                 logger.exception("engine restart failed")
 
     async def stop(self, grace: float | None = None) -> None:

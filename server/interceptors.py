@@ -47,7 +47,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             # bytes that are not the method's request message are the client's error.
             try:
                 request = deserialize(raw_request) if deserialize is not None else raw_request
-            except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            except Exception as exc:
                 self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message for {method}: {exc}"

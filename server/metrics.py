@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from guard.result import GuardResult
+from guard.stages import Stage
 
 # Guarded requests on CPU take seconds; on GPU, tens to hundreds of milliseconds.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -143,9 +144,9 @@ class GuardMetrics:
         decision = result.decision.value
         self.request_duration.labels(result.mode.value, decision, arm).observe(duration_seconds)
         for stage, ms in result.timings_ms.items():
-            if stage != "total":
+            if stage != Stage.TOTAL:
                 self.stage_duration.labels(stage).observe(ms / 1e3)
-        total_ms = result.timings_ms.get("total", duration_seconds * 1e3)
+        total_ms = result.timings_ms.get(Stage.TOTAL, duration_seconds * 1e3)
         self.overhead.observe(max(0.0, total_ms - result.engine_wait_ms) / 1e3)
         reason = result.abstain_reason.value if result.abstain_reason else ""
         self.decisions.labels(decision, reason, arm).inc()

@@ -63,7 +63,7 @@ class ShadowRunner:
             raise
         except asyncio.TimeoutError:
             status = "timeout"
-        except Exception as exc:  # noqa: BLE001 - shadow failures never reach the caller
+        except Exception as exc:
             logger.warning("request %s: shadow guard failed: %s", params.request_id, exc)
             status = "error"
         finally:

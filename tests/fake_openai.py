@@ -29,7 +29,7 @@ class FakeOpenAI:
     port: int = 0
     _runner: web.AppRunner | None = None
 
-    async def start(self) -> "FakeOpenAI":
+    async def start(self) -> FakeOpenAI:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)

@@ -6,8 +6,8 @@ import asyncio
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from guard.engine import Completion, GenerationResult, ModelInfo, Prompt, SampleSpec, ScoreItem, ScoreResult
 from guard.errors import EngineError

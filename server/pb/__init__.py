@@ -25,10 +25,9 @@ def _stale() -> bool:
 
 def build() -> None:
     """Run protoc (from grpcio-tools) on proto/ and make the generated imports package-relative."""
-    from grpc_tools import protoc
-
     # grpc_tools ships the well-known protos; include them so imports like google/protobuf resolve.
     import grpc_tools
+    from grpc_tools import protoc
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     for rel in _PROTO_FILES:

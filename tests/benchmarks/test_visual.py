@@ -111,7 +111,7 @@ def test_objects_do_not_overlap_and_sides_are_unambiguous(problems):
         mid = p.scene.size_px // 2
         for i, a in enumerate(objects):
             ax0, ay0, ax1, ay1 = a.box
-            assert 0 < ax0 and 0 < ay0 and ax1 < p.scene.size_px and ay1 < p.scene.size_px
+            assert ax0 > 0 and ay0 > 0 and ax1 < p.scene.size_px and ay1 < p.scene.size_px
             for b in objects[i + 1 :]:
                 bx0, by0, bx1, by1 = b.box
                 assert ax1 < bx0 or bx1 < ax0 or ay1 < by0 or by1 < ay0, (p.id, a, b)

@@ -21,7 +21,7 @@ def split_probe(path: str, sub: str) -> str:
 
 
 def params(**kw) -> GuardParams:
-    base = dict(question="Tom has 7 apples and buys 5. How many?", num_paths=4, sub_questions=SUBS)
+    base = {"question": "Tom has 7 apples and buys 5. How many?", "num_paths": 4, "sub_questions": SUBS}
     base.update(kw)
     return GuardParams(**base)
 

@@ -65,9 +65,9 @@ def _probes(answers):
 
 
 def _plan(answers, mode):
+    from guard.probe import plan_scoring
     from guard.prompts import PromptBuilder, PromptStyle
     from tests.scripted_engine import ScriptedEngine
-    from guard.probe import plan_scoring
 
     return plan_scoring(PromptBuilder(PromptStyle.FEWSHOT, ScriptedEngine().render_chat), _probes(answers), mode)
 
@@ -196,10 +196,7 @@ def test_a_chat_continue_probe_is_the_conversation_with_the_paths_own_text(templ
     sampled = builder.path_prompt(QUESTION).text
     probe = builder.probe_prompt(QUESTION, PATH, "How many are left?").text
     assert probe.startswith(sampled + WORKING.rstrip())
-    messages = builder._chat_messages(QUESTION, "", 0) + [
-        {"role": "assistant", "content": WORKING.strip()},
-        {"role": "user", "content": PROBE_INSTRUCTION.format(sub_question="How many are left?")},
-    ]
+    messages = [*builder._chat_messages(QUESTION, "", 0), {"role": "assistant", "content": WORKING.strip()}, {"role": "user", "content": PROBE_INSTRUCTION.format(sub_question="How many are left?")}]
     # Up to the path's own whitespace, the very conversation the template renders.
     assert probe.replace(WORKING.rstrip(), WORKING.strip()) == render(messages)
 

@@ -152,7 +152,7 @@ def test_the_continuation_is_what_the_template_writes_for_an_answer():
     prompts = PromptBuilder(PromptStyle.CHAT, render)
     messages = [{"role": "user", "content": "How many?"}]
     probe = Prompt(render(messages))
-    answered = render(messages + [{"role": "assistant", "content": "12"}], add_generation_prompt=False)
+    answered = render([*messages, {"role": "assistant", "content": "12"}], add_generation_prompt=False)
     assert answered.startswith(probe.text + prompts.continuation(probe, "12"))
 
 

