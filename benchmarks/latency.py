@@ -37,7 +37,7 @@ def guard_call(stub, request_kwargs):
         resp = stub.Guard(pb.GuardRequest(question=q, **request_kwargs), timeout=600)
         timings = {t.stage: t.duration_ms for t in resp.timings}
         probe = next((u for u in resp.usage if u.phase == Stage.PROBE), None)
-        return {"tokens": sum(u.generated_tokens for u in resp.usage), "timings": timings,
+        return {"tokens": sum(u.generated_tokens for u in resp.usage), "timings": timings, "paths": len(resp.paths),
                 "overhead_ms": max(0.0, timings.get(Stage.TOTAL, 0.0) - resp.engine_wait_ms),
                 "probes": len(resp.sub_questions) * len(resp.paths) if probe is not None else 0,
                 "probes_truncated": probe.truncated_completions if probe is not None else 0}
@@ -90,6 +90,7 @@ def summarise(results: list, wall_s: float) -> dict:
         "p99_s": percentile(latencies, 0.99),
         "requests_per_s": len(results) / wall_s,
         "generated_tokens_per_request": statistics.mean(out["tokens"] for _, out in results),
+        "paths_per_request": statistics.mean(out.get("paths", 1) for _, out in results),
         "stage_p50_ms": {s: percentile(v, 0.5) for s, v in stages.items()},
         # Share of each request's total spent probing and scoring, per request, then the median.
         "probe_score_share_p50": percentile(
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"scorers for guard arms (default: {', '.join(DEFAULT_SCORERS)})")
     p.add_argument("--score-mode", action="append", choices=[m.value for m in ScoreMode],
                    help="score modes for the trace arms, one arm each (default: the server's)")
+    p.add_argument("--adaptive", type=int, action="append", metavar="PARALLEL",
+                   help="also an adaptive-sampling arm per scorer and N, with this many paths at once (repeatable)")
     p.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--peer", choices=["optillm"], help="also measure the optillm proxy in front of a vLLM "
@@ -142,6 +145,10 @@ def guard_arms(stub, args, paths: list[int], scorers: list[str]) -> list[tuple[s
                          for m in args.score_mode]
             else:
                 arms.append((f"guard-{s}-n{n}", guard_call(stub, request)))
+            for parallel in args.adaptive or []:
+                # Adaptive sampling: at most n paths, `parallel` at a time, stopped once the vote settles.
+                arms.append((f"guard-{s}-adaptive-p{parallel}-n{n}",
+                             guard_call(stub, {**request, "adaptive": True, "parallel_paths": parallel})))
     return arms
 
 

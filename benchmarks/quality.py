@@ -114,14 +114,22 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                 images=problem_images(problem),
                 temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
                 scorer="trace" if ars != "none" else "majority", score_mode=args.score_mode,
-                request_id=problem.id,
+                request_id=problem.id, adaptive=args.adaptive, min_paths=args.min_paths,
+                parallel_paths=args.parallel_paths, stop_level=args.stop_level,
             )
             rec = records.Record.from_result(problem.id, problem.answer, gold_subs, await pipeline.run(params),
                                              question=problem.question)
             records.save([rec], cache_path)
             cached[problem.id] = rec
 
+        # vLLM's own count of the work (only the in-process engine keeps one).
+        work_before = engine.engine_work() if hasattr(engine, "engine_work") else None
         await run_all(todo, f"{name}:{ars}", sample)
+        if work_before is not None and todo:
+            work = engine.engine_work()
+            print(f"{name}:{ars}: the engine generated {work['generation_tokens'] - work_before['generation_tokens']} "
+                  f"tokens in {work['finished_requests'] - work_before['finished_requests']} requests for "
+                  f"{len(todo)} problems (vLLM's count: aborted paths' partial tokens included)", flush=True)
 
         # Raw greedy baseline: one temperature-0 answer per problem, cached apart from the samples
         # (it does not depend on the ARS mode, and older records caches gain it without resampling).
@@ -188,6 +196,8 @@ def records_file_name(name: str, ars: str, args) -> str:
         parts.append(f"probes-{args.probe_format}")
     if args.probe_read != GuardConfig.probe_read.value:
         parts.append(f"read-{args.probe_read}")
+    if args.adaptive:
+        parts.append(f"adaptive-m{args.min_paths}-p{args.parallel_paths}-s{args.stop_level:g}")
     return "records-" + "-".join(parts) + ".jsonl"
 
 
@@ -239,6 +249,12 @@ def evaluate(recs: list[records.Record], scorer: str, policy: Policy) -> dict:
         row["ffs_wrong_paths"] = t
     row["_curve"] = risk_coverage(conf, correct)
     return row
+
+
+def engine_tokens(recs: list[records.Record]) -> float:
+    """Mean engine tokens per problem, all phases: generated plus prompt tokens not served from the cache."""
+    total = sum(gen + prompt - cached for r in recs for prompt, gen, cached in (r.usage or {}).values())
+    return total / len(recs) if recs else float("nan")
 
 
 def single_sample_accuracy(recs: list[records.Record]) -> float:
@@ -357,7 +373,12 @@ def report(all_records, policy: Policy, out_dir: Path, num_resamples: int = 0, m
             lines.append(f"{'':<22}ARS on {trace_row['ars_usable']}/{len(recs)} problems, "
                          f"echo sub-questions {trace_row['echo_rate']:.0%}")
         lat = sorted(r.latency_ms for r in recs)
-        lines.append(f"{'':<22}latency p50 {lat[len(lat) // 2] / 1e3:.1f}s, tokens/problem {sum(r.generated_tokens for r in recs) / len(recs):.0f}")
+        results[key]["engine_tokens_per_problem"] = engine_tokens(recs)
+        results[key]["sample_tokens_per_problem"] = sum((r.usage or {}).get("sample", (0, 0, 0))[1] for r in recs) / len(recs)
+        lines.append(f"{'':<22}latency p50 {lat[len(lat) // 2] / 1e3:.1f}s, tokens/problem "
+                     f"{sum(r.generated_tokens for r in recs) / len(recs):.0f} generated "
+                     f"({results[key]['sample_tokens_per_problem']:.0f} sampling), "
+                     f"{results[key]['engine_tokens_per_problem']:.0f} engine (generated + uncached prompt)")
     table = "\n".join(lines)
     print(table)
     plot_risk_coverage(results, out_dir / "risk_coverage.png")
@@ -428,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how probes put sub-questions to the paths (the serve flag of the same name)")
     p.add_argument("--probe-read", choices=[r.value for r in ProbeRead], default=GuardConfig.probe_read.value,
                    help="how a probe's answer is read (the serve flag of the same name)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="adaptive sampling: stop once the vote is settled (--num-paths is then the most paths)")
+    p.add_argument("--min-paths", type=int, default=Defaults.min_paths)
+    p.add_argument("--parallel-paths", type=int, default=Defaults.parallel_paths)
+    p.add_argument("--stop-level", type=float, default=Defaults.stop_level)
     p.add_argument("--model", help="registered model name (fetched on first use) or model directory "
                    "(default: $TRACE_GUARD_MODEL, else the `serve` default, qwen2.5-coder-0.5b)")
     p.add_argument("--max-model-len", type=int, default=2048)

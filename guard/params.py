@@ -68,6 +68,11 @@ class Defaults:
     mode: Mode = Mode.GUARD
     scorer: str = "trace"
     score_mode: ScoreMode = ScoreMode.CONTESTED
+    # Adaptive sampling (guard.sampling): off until the benchmarks say it should be on.
+    adaptive: bool = False
+    min_paths: int = 4
+    stop_level: float = 0.95
+    parallel_paths: int = 4
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,15 @@ class GuardParams:
     latency_budget_ms: int | None = None
     """Soft latency target: past it the guard skips or cuts short ARS, probing and scoring (never
     sampling) and says so in the result's notes. None: no budget (the gRPC deadline still applies)."""
+    adaptive: bool = Defaults.adaptive
+    """Sample paths one engine request each and stop once the vote is settled (see guard.sampling);
+    num_paths is then the most paths sampled."""
+    min_paths: int = Defaults.min_paths
+    """Adaptive: never stop before this many paths finished (capped at num_paths)."""
+    stop_level: float = Defaults.stop_level
+    """Adaptive: stop when the leading answer stays the leader with at least this probability, in (0.5, 1]."""
+    parallel_paths: int = Defaults.parallel_paths
+    """Adaptive: paths sampled at once (num_paths or more: all at once, the rest aborted on a stop)."""
     limits: Limits = field(default_factory=Limits, repr=False, compare=False)
     """Bounds the other fields were validated against."""
 
@@ -140,6 +154,7 @@ class GuardParams:
         _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
         if self.seed is not None:
             _check_int("seed", self.seed, 0, lim.max_seed)
+        self._check_adaptive()
         if self.latency_budget_ms is not None:
             _check_int("latency_budget_ms", self.latency_budget_ms, 1, lim.max_latency_budget_ms)
         if not isinstance(self.mode, Mode):
@@ -160,6 +175,13 @@ class GuardParams:
 
         if self.scorer not in SCORERS:
             raise InvalidArgumentError("scorer", f"unknown scorer {self.scorer!r}; known: {sorted(SCORERS)}")
+
+    def _check_adaptive(self) -> None:
+        if not isinstance(self.adaptive, bool):
+            raise InvalidArgumentError("adaptive", f"must be a boolean, got {self.adaptive!r}")
+        _check_int("min_paths", self.min_paths, 1, self.limits.max_num_paths)
+        _check_int("parallel_paths", self.parallel_paths, 1, self.limits.max_num_paths)
+        _check_float("stop_level", self.stop_level, 0.5, 1.0, low_open=True)
 
     def _check_images(self) -> None:
         lim = self.limits

@@ -9,11 +9,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from guard.answers import extract_answer, path_values
+from guard.answers import Answer, extract_answer, path_values
 from guard.ars import ArsCache, ArsOutcome, ars_cache_key, ars_seed, generate_ars
 from guard.assemble import decide_paths
 from guard.budget import Budget, StageCostModel
-from guard.engine import Engine, GenerationResult, SampleSpec
+from guard.engine import Engine, GenerationResult, Prompt, SampleSpec
 from guard.engine.tokens import require_image_support
 from guard.errors import EngineError
 from guard.images import decode_images
@@ -23,6 +23,7 @@ from guard.probe import ProbeRead
 from guard.prompts import ProbeFormat, PromptBuilder, PromptStyle
 from guard.refine import ANSWER_ONLY, ConsistencyStage
 from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage
+from guard.sampling import SamplingReport, StopRule, sample_stream
 from guard.scorers import SCORERS
 from guard.stages import Stage, StageClock, StageOutcome, within_budget
 
@@ -57,6 +58,11 @@ def _truncated(result: GenerationResult) -> int:
     return sum(1 for c in result.completions if c.truncated)
 
 
+def _read_answer(text: str, truncated: bool) -> Answer | None:
+    # As read_paths reads a path: one cut off by max_tokens has no answer.
+    return None if truncated else extract_answer(text)
+
+
 def _mean_logprob(token_logprobs: list[float]) -> float:
     return sum(token_logprobs) / len(token_logprobs) if token_logprobs else 0.0
 
@@ -74,6 +80,7 @@ class _Sampled:
     top_logprobs: list[list[list[float]]]
     usage: PhaseUsage
     ars: StageOutcome[ArsOutcome] | None
+    report: SamplingReport
 
 
 class GuardPipeline:
@@ -217,21 +224,20 @@ class GuardPipeline:
             degraded_stages=[stage for o in outcomes for stage in o.degraded],
             features=decided.features,
             scoring=decided.scoring,
+            sampling=sampled.report,
         )
 
     async def _sample(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget) -> _Sampled:
         """Sample the paths; at the same time obtain the ARS (independent of the paths, so it adds no serial
         latency), waiting for it after sampling only as long as the budget allows."""
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
-        sample_task = asyncio.ensure_future(
-            self.engine.generate(prompt, self.sample_spec(params, params.num_paths), params.request_id)
-        )
+        sample_task = asyncio.ensure_future(self._sample_paths(params, prompt))
         ars_task = None
         if SCORERS[params.scorer].uses_ars:
             ars_task = asyncio.ensure_future(self._timed_ars(params, images, clock))
         try:
             with clock.stage(Stage.SAMPLE):
-                sampled = await clock.engine(sample_task)
+                sampled, report = await clock.engine(sample_task)
             with clock.stage(Stage.EXTRACT):
                 paths = await asyncio.to_thread(self.read_paths, sampled)
             ars = None
@@ -250,7 +256,19 @@ class GuardPipeline:
                     task.cancel()
             raise
         top_logprobs = [c.top_logprobs for c in sampled.completions]
-        return _Sampled(paths, top_logprobs, _usage(sampled), ars)
+        return _Sampled(paths, top_logprobs, _usage(sampled), ars, report)
+
+    async def _sample_paths(self, params: GuardParams, prompt: Prompt) -> tuple[GenerationResult, SamplingReport]:
+        """All num_paths in one engine request, or (adaptive) a stream of single paths until the vote settles."""
+        spec = self.sample_spec(params, params.num_paths)
+        if not params.adaptive or params.num_paths == 1:
+            sampled = await self.engine.generate(prompt, spec, params.request_id)
+            return sampled, SamplingReport.fixed(params.num_paths)
+        rule = StopRule(min(params.min_paths, params.num_paths), params.num_paths, params.stop_level)
+        streamed = await sample_stream(
+            self.engine, prompt, spec, params.request_id, rule, params.parallel_paths, _read_answer,
+        )
+        return streamed.result, streamed.report
 
     async def _obtain_ars(self, params: GuardParams, images: list[object], usage: PhaseUsage) -> ArsOutcome:
         if params.sub_questions:

@@ -10,6 +10,7 @@ from guard.answers import Answer
 from guard.params import Mode
 
 if TYPE_CHECKING:
+    from guard.sampling import SamplingReport
     from guard.scorers import ScoringInput
 
 
@@ -138,6 +139,8 @@ class GuardResult:
     # Features of the winning cluster (vote_share, weighted_share, margin, ars_agreement, support,
     # token_confidence), as the policy and calibration see them.
     features: dict[str, float] = field(default_factory=dict)
+    # How the paths were sampled (fixed N, or adaptive: started, finished, aborted, why it stopped).
+    sampling: SamplingReport | None = None
     # Everything the scorers saw, kept so offline tools (benchmarks, calibration) can re-score
     # the same samples with another scorer or policy. Never sent over the wire.
     scoring: ScoringInput | None = field(default=None, repr=False)

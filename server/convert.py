@@ -18,6 +18,7 @@ from guard.result import (
     Region,
     SubQuestionResult,
 )
+from guard.sampling import SamplingReport
 from guard.scorers import SCORERS
 from server.arms import Arm, ArmSplitter
 from server.pb import guard_pb2 as pb
@@ -105,6 +106,10 @@ def request_to_params(req: pb.GuardRequest, defaults: Defaults, limits: Limits, 
         scorer=req.scorer or None,
         score_mode=req.score_mode or None,
         latency_budget_ms=_opt(req, "latency_budget_ms"),
+        adaptive=_opt(req, "adaptive"),
+        min_paths=_opt(req, "min_paths"),
+        stop_level=_opt(req, "stop_level"),
+        parallel_paths=_opt(req, "parallel_paths"),
     )
 
 
@@ -153,6 +158,21 @@ def _usage_to_pb(phase: str, usage: PhaseUsage) -> pb.PhaseUsage:
     )
 
 
+def _sampling_to_pb(report: SamplingReport | None) -> pb.Sampling | None:
+    if report is None:
+        return None
+    return pb.Sampling(
+        adaptive=report.adaptive,
+        stop_reason=report.stop_reason.value,
+        max_paths=report.max_paths,
+        started=report.started,
+        finished=report.finished,
+        aborted=report.aborted,
+        not_started=report.not_started,
+        leader_probability=report.leader_probability,
+    )
+
+
 def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | None = None) -> pb.GuardResponse:
     return pb.GuardResponse(
         arm=ARM_TO_PB[arm] if arm is not None else pb.ARM_UNSPECIFIED,
@@ -177,6 +197,7 @@ def result_to_response(result: GuardResult, return_paths_text: bool, arm: Arm | 
         sub_questions=[_sub_question_to_pb(row) for row in result.sub_questions],
         usage=[_usage_to_pb(phase, usage) for phase, usage in result.usage.items()],
         timings=[pb.StageTiming(stage=stage, duration_ms=ms) for stage, ms in result.timings_ms.items()],
+        sampling=_sampling_to_pb(result.sampling),
     )
 
 
@@ -191,6 +212,10 @@ def _defaults_to_pb(config: GuardConfig) -> pb.Defaults:
         scorer=d.scorer,
         threshold=config.policy.threshold_for(d.scorer),
         score_mode=d.score_mode.value,
+        adaptive=d.adaptive,
+        min_paths=d.min_paths,
+        stop_level=d.stop_level,
+        parallel_paths=d.parallel_paths,
     )
 
 

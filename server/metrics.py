@@ -12,6 +12,7 @@ from guard.stages import Stage
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 FFS_BUCKETS = (1, 2, 3, 4, 5, 6, 8)
+PATHS_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 32, 64)
 
 
 class GuardMetrics:
@@ -74,6 +75,23 @@ class GuardMetrics:
     def _add_cost_metrics(self, r: CollectorRegistry) -> None:
         """Engine work per request: paths, tokens, cut completions, stages skipped for a budget."""
         self.paths = Counter("trace_guard_paths_total", "Reasoning paths sampled.", registry=r)
+        self.paths_used = Histogram(
+            "trace_guard_paths_used", "Paths that finished and voted, per guarded request (adaptive sampling "
+            "stops early).", buckets=PATHS_BUCKETS, registry=r,
+        )
+        self.paths_skipped = Counter(
+            "trace_guard_adaptive_paths_skipped_total", "Paths adaptive sampling did not finish: aborted "
+            "unfinished when the vote settled, or never started.", ["outcome"], registry=r,
+        )
+        self.sampling_stops = Counter(
+            "trace_guard_sampling_stops_total", "Why guarded requests stopped sampling (fixed, settled, max_paths).",
+            ["reason"], registry=r,
+        )
+        self.tokens_saved = Counter(
+            "trace_guard_sample_tokens_saved_total", "Generated tokens adaptive sampling saved against the "
+            "fixed-N plan, estimated as paths never started x the mean tokens of the finished ones (aborted "
+            "paths count as saving nothing).", registry=r,
+        )
         self.tokens = Counter(
             "trace_guard_tokens_total", "Tokens by pipeline phase and kind (prompt, generated, cached).",
             ["phase", "kind"], registry=r,
@@ -164,6 +182,8 @@ class GuardMetrics:
                 if source is not None:
                     self.probe_answers.labels(source.value).inc()
         self.paths.inc(len(result.paths))
+        if result.sampling is not None:
+            self._record_sampling(result)
         for stage in result.degraded_stages:
             self.degraded.labels(stage).inc()
         for phase, usage in result.usage.items():
@@ -172,6 +192,19 @@ class GuardMetrics:
             self.tokens.labels(phase, "cached").inc(usage.cached_prompt_tokens)
             if usage.truncated:
                 self.truncated.labels(phase).inc(usage.truncated)
+
+
+    def _record_sampling(self, result: GuardResult) -> None:
+        report = result.sampling
+        self.paths_used.observe(report.finished)
+        self.sampling_stops.labels(report.stop_reason.value).inc()
+        if not report.adaptive:
+            return
+        self.paths_skipped.labels("aborted").inc(report.aborted)
+        self.paths_skipped.labels("not_started").inc(report.not_started)
+        if report.finished and report.not_started:
+            mean_tokens = sum(p.num_tokens for p in result.paths) / report.finished
+            self.tokens_saved.inc(report.not_started * mean_tokens)
 
 
 class _UpstreamCollector:
@@ -222,3 +255,16 @@ class _PrefixCacheCollector:
         hits.add_metric([], stats["hits"])
         yield queries
         yield hits
+        work = self.engine.engine_work() if hasattr(self.engine, "engine_work") else None
+        if work is None:
+            return
+        finished = CounterMetricFamily(
+            "trace_guard_engine_finished_requests", "Engine requests vLLM finished (stopped, cut or aborted)."
+        )
+        generated = CounterMetricFamily(
+            "trace_guard_engine_generation_tokens", "Tokens vLLM generated, aborted requests' partial tokens included."
+        )
+        finished.add_metric([], work["finished_requests"])
+        generated.add_metric([], work["generation_tokens"])
+        yield finished
+        yield generated

@@ -71,6 +71,13 @@ class ScriptedEngine:
     _cached_texts: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     in_flight: int = 0
+    # Path sampling hands out `paths` in turn per request id, so single-path requests of one guarded
+    # request (adaptive sampling) get paths[0], paths[1], ... as one n=N request does.
+    _path_cursor: dict[str, int] = field(default_factory=dict)
+    # Seconds a sampled path takes per word (paths then finish in order of length).
+    word_seconds: float = 0.0
+    # Calls cancelled before they returned, by kind (adaptive sampling aborts unfinished paths).
+    cancelled: list[str] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -114,8 +121,16 @@ class ScriptedEngine:
             kind, outputs = "probe", [" " + self.probe(m.group("path"), m.group("sub"))]
         else:
             kind = "sample"
-            outputs = [self.paths[i % len(self.paths)] for i in range(spec.n)]
-        await self._wait(kind)
+            first = self._path_cursor.get(request_id, 0)
+            self._path_cursor[request_id] = first + spec.n
+            outputs = [self.paths[(first + i) % len(self.paths)] for i in range(spec.n)]
+        try:
+            await self._wait(kind)
+            if kind == "sample" and self.word_seconds:
+                await asyncio.sleep(self.word_seconds * max(len(o.split()) for o in outputs))
+        except asyncio.CancelledError:
+            self.cancelled.append(kind)
+            raise
         self.calls.append((kind, spec.n))
         self.specs.append((kind, spec))
         self.prompts.append((kind, prompt))

@@ -265,6 +265,10 @@ class VllmEngine(VllmScoring, VllmSubmission):
             return int(self._llm.output_processor.get_num_unfinished_requests())
         return self._inflight.count()
 
+    def engine_work(self) -> dict[str, int] | None:
+        """Lifetime engine requests finished and tokens generated, as vLLM counts them (None before start)."""
+        return None if self._llm is None else self._stats.work()
+
     def prefix_cache_stats(self) -> dict[str, int] | None:
         """Lifetime prefix-cache token counters from vLLM's scheduler stats (queries, hits)."""
         return None if self._llm is None else self._stats.prefix_cache()

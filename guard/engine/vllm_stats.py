@@ -15,6 +15,14 @@ class EngineStats:
         # Scheduler view of the last engine step (the engine core's own request counts).
         self.scheduler_running = 0
         self.scheduler_waiting = 0
+        # Lifetime engine requests finished (stopped, cut at their limit or aborted) and tokens generated,
+        # as the engine counts them: aborted requests' partial tokens included.
+        self.finished_requests = 0
+        self.generation_tokens = 0
+
+    def work(self) -> dict[str, int]:
+        """Lifetime engine requests finished and tokens generated."""
+        return {"finished_requests": self.finished_requests, "generation_tokens": self.generation_tokens}
 
     def prefix_cache(self) -> dict[str, int]:
         """Lifetime prefix-cache token counters (queries, hits) and the requests they came from."""
@@ -36,6 +44,9 @@ def stat_logger_factory(stats: EngineStats) -> Any:
             mm_cache_stats: Any = None,
             engine_idx: int = 0,
         ) -> None:
+            if iteration_stats is not None:
+                stats.finished_requests += len(iteration_stats.finished_requests)
+                stats.generation_tokens += iteration_stats.num_generation_tokens
             if scheduler_stats is None:
                 return
             pcs = scheduler_stats.prefix_cache_stats

@@ -64,8 +64,17 @@ def _costs(resp) -> list[str]:
         "tokens: " + "  ".join(
             f"{u.phase}={u.prompt_tokens}p/{u.generated_tokens}g/{u.cached_prompt_tokens}c" for u in resp.usage
         ),
+        *_sampling(resp),
         *(f"note: {note}" for note in resp.notes),
     ]
+
+
+def _sampling(resp) -> list[str]:
+    s = resp.sampling
+    if not s.adaptive:
+        return []
+    return [f"sampling: adaptive, {s.stop_reason} after {s.finished} of {s.max_paths} paths "
+            f"(P(leader stays) {s.leader_probability:.3f}; {s.aborted} aborted, {s.not_started} not started)"]
 
 
 def format_response(resp, show_paths: bool = False) -> str:

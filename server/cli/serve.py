@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from guard.params import Defaults, Limits, Mode, ScoreMode
+from guard.probe import ProbeRead
 from guard.prompts import ProbeFormat, PromptStyle
 from guard.scorers import SCORER_NAMES
 from guard.scorers.majority import MajorityScorer
@@ -73,6 +74,15 @@ def _add_request_default_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--score-mode", choices=[m.value for m in ScoreMode], default=Defaults.score_mode.value,
                    help="trace scorer: teacher-force every candidate (full), only contested sub-questions "
                    "(contested), or none (hard agreement only)")
+    s.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=Defaults.adaptive,
+                   help="adaptive sampling by default: one engine request per path, stop once the vote is "
+                        "settled (--num-paths is then the most paths); requests may override")
+    s.add_argument("--min-paths", type=int, default=Defaults.min_paths,
+                   help="adaptive: never stop before this many paths finished")
+    s.add_argument("--stop-level", type=float, default=Defaults.stop_level,
+                   help="adaptive: stop when the leading answer stays the leader with this probability")
+    s.add_argument("--parallel-paths", type=int, default=Defaults.parallel_paths,
+                   help="adaptive: paths sampled at once (--num-paths: all at once, the rest aborted on a stop)")
 
 
 def _add_pipeline_args(s: argparse.ArgumentParser) -> None:
@@ -84,6 +94,9 @@ def _add_pipeline_args(s: argparse.ArgumentParser) -> None:
                    help="continue: probes continue each path's own prompt and text up to its answer line (the "
                         "prefix cache serves them; the final answer is out of view); legacy: the path's whole "
                         "text under a probe header of its own")
+    s.add_argument("--probe-read", choices=[r.value for r in ProbeRead], default=GuardConfig.probe_read.value,
+                   help="greedy: a probe's answer is its greedy short answer; values: the likeliest (teacher-"
+                        "forced) of the values the path wrote and that greedy answer")
     s.add_argument("--ars-retry-samples", type=int, default=GuardConfig.ars_retry_samples,
                    help="when the greedy sub-question set is unusable, sample this many more in one call "
                         "(0: no retry)")
@@ -148,20 +161,37 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
         raise SystemExit("error: --probe-max-tokens must be at least 1")
     if args.ars_retry_samples < 0:
         raise SystemExit("error: --ars-retry-samples must be 0 or more")
+    defaults = Defaults(
+        num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
+        max_tokens=args.max_tokens, mode=Mode(args.mode), scorer=args.scorer,
+        score_mode=ScoreMode(args.score_mode), adaptive=args.adaptive, min_paths=args.min_paths,
+        stop_level=args.stop_level, parallel_paths=args.parallel_paths,
+    )
+    limits = Limits(max_num_paths=args.max_num_paths)
+    _check_defaults(defaults, limits)
     return GuardConfig(
-        defaults=Defaults(
-            num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
-            max_tokens=args.max_tokens, mode=Mode(args.mode), scorer=args.scorer,
-            score_mode=ScoreMode(args.score_mode),
-        ),
-        limits=Limits(max_num_paths=args.max_num_paths),
+        defaults=defaults,
+        limits=limits,
         policy=Policy.load(args.policy) if args.policy else Policy(),
         prompt_style=PromptStyle(args.prompt_style),
         probe_max_tokens=args.probe_max_tokens or GuardConfig.probe_max_tokens,
         probe_format=ProbeFormat(args.probe_format),
+        probe_read=ProbeRead(args.probe_read),
         ars_retry_samples=args.ars_retry_samples,
         log_request_text=args.log_request_text,
     )
+
+
+def _check_defaults(defaults: Defaults, limits: Limits) -> None:
+    """A request that sets nothing gets these defaults: refuse at start-up what every such request would be
+    refused for, naming the flag."""
+    from guard.errors import InvalidArgumentError
+    from guard.params import GuardParams
+
+    try:
+        GuardParams.build(defaults=defaults, limits=limits, question="start-up check")
+    except InvalidArgumentError as exc:
+        raise SystemExit(f"error: --{exc.field.replace('_', '-')}: {exc.message}") from None
 
 
 def server_options(args: argparse.Namespace) -> ServerOptions:

@@ -190,3 +190,27 @@ def test_get_info_answers_while_the_engine_loads(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
+
+
+def test_adaptive_request_stops_early_by_the_engines_own_count(channel, sidecar):
+    """Greedy paths all agree, so adaptive sampling stops at min_paths: the engine itself finished 4 path
+    requests for it, not 8."""
+
+    def engine_counters() -> dict[str, float]:
+        text = urllib.request.urlopen(sidecar.metrics_url, timeout=10).read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("trace_guard_engine_")}
+
+    before = engine_counters()
+    resp = stub(channel).Guard(pb.GuardRequest(
+        question=QUESTION, num_paths=8, max_tokens=96, temperature=0.0, scorer="majority",
+        adaptive=True, min_paths=4, parallel_paths=4,
+    ), timeout=300)
+    after = engine_counters()
+    s = resp.sampling
+    assert s.adaptive and s.stop_reason == "settled" and (s.started, s.finished, s.not_started) == (4, 4, 4)
+    assert len(resp.paths) == 4
+    finished = "trace_guard_engine_finished_requests_total"
+    assert after[finished] - before[finished] == 4
+    generated = "trace_guard_engine_generation_tokens_total"
+    assert after[generated] - before[generated] == sum(p.num_tokens for p in resp.paths)

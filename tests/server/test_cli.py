@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from guard import replay
 from guard.params import GuardParams
 from guard.pipeline import GuardConfig, GuardPipeline
@@ -119,3 +121,48 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
         guard_config(build_parser().parse_args(["serve", "--probe-max-tokens", "0"]))
     with pytest.raises(SystemExit):
         guard_config(build_parser().parse_args(["serve", "--ars-retry-samples", "-1"]))
+
+
+async def test_serve_adaptive_and_probe_read_flags_reach_the_pipeline_and_get_info():
+    from server.pb import guard_pb2 as pb
+    from server.pb import guard_pb2_grpc
+    from tests.server.conftest import start_server, stop_server
+
+    args = build_parser().parse_args(["serve", "--adaptive", "--min-paths", "3", "--stop-level", "0.9",
+                                      "--parallel-paths", "2", "--probe-read", "values"])
+    config = guard_config(args)
+    d = config.defaults
+    assert (d.adaptive, d.min_paths, d.stop_level, d.parallel_paths) == (True, 3, 0.9, 2)
+    assert config.probe_read.value == "values"
+    handle = await start_server(ScriptedEngine(), config)
+    try:
+        info = await guard_pb2_grpc.GuardServiceStub(handle.channel).GetInfo(pb.GetInfoRequest())
+        assert info.defaults.adaptive and info.defaults.min_paths == 3 and info.defaults.parallel_paths == 2
+        assert info.defaults.stop_level == pytest.approx(0.9)
+    finally:
+        await stop_server(handle)
+    assert not guard_config(build_parser().parse_args(["serve"])).defaults.adaptive
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--min-paths", "0"], "--min-paths"), (["--stop-level", "0.5"], "--stop-level"),
+     (["--parallel-paths", "0"], "--parallel-paths"), (["--num-paths", "0"], "--num-paths")],
+)
+def test_serve_refuses_bad_request_defaults_naming_the_flag(flags, named):
+    with pytest.raises(SystemExit) as err:
+        guard_config(build_parser().parse_args(["serve", *flags]))
+    assert str(err.value).startswith(f"error: {named}:")
+
+
+async def test_ask_adaptive_flags_build_the_request_and_the_sampling_line_renders():
+    from server.cli.ask import guard_request
+
+    req = guard_request(build_parser().parse_args(["ask", "q?", "--adaptive", "--min-paths", "3", "--paths", "8"]))
+    assert req.adaptive and req.min_paths == 3 and req.num_paths == 8 and not req.HasField("stop_level")
+    assert not guard_request(build_parser().parse_args(["ask", "q?"])).HasField("adaptive")
+    assert guard_request(build_parser().parse_args(["ask", "q?", "--no-adaptive"])).adaptive is False
+    result = await GuardPipeline(ScriptedEngine(paths=[" Answer: 12"])).run(
+        GuardParams(question="q?", num_paths=8, adaptive=True, scorer="majority"))
+    text = format_response(result_to_response(result, return_paths_text=False))
+    assert "sampling: adaptive, settled after 4 of 8 paths" in text

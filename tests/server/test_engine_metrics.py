@@ -1,4 +1,4 @@
-"""Engine-side counters the sidecar exports at scrape time: vLLM's prefix-cache tokens."""
+"""Engine-side counters the sidecar exports at scrape time: vLLM's prefix-cache tokens, requests and tokens."""
 
 from __future__ import annotations
 
@@ -38,3 +38,22 @@ def test_engines_without_prefix_cache_stats_export_none():
     metrics = GuardMetrics()
     metrics.watch_engine(ScriptedEngine())
     assert "trace_guard_engine_prefix_cache" not in scrape(metrics)
+
+
+class WorkCountingEngine(PrefixCachingEngine):
+    work: dict[str, int] | None = None
+
+    def engine_work(self) -> dict[str, int] | None:
+        return self.work
+
+
+def test_engine_work_counters_are_read_at_scrape_time():
+    engine = WorkCountingEngine()
+    engine.stats = {"queries": 10, "hits": 5, "requests": 1}
+    metrics = GuardMetrics()
+    metrics.watch_engine(engine)
+    assert "trace_guard_engine_finished_requests" not in scrape(metrics)
+    engine.work = {"finished_requests": 12, "generation_tokens": 345}
+    text = scrape(metrics)
+    assert "trace_guard_engine_finished_requests_total 12.0" in text
+    assert "trace_guard_engine_generation_tokens_total 345.0" in text

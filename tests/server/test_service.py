@@ -223,13 +223,20 @@ async def test_metrics_endpoint_moves(scripted_server):
     await stub(scripted_server).Guard(pb.GuardRequest(question="q?", num_paths=3))
     with pytest.raises(grpc.aio.AioRpcError):
         await stub(scripted_server).Guard(pb.GuardRequest(question=""))
+    await stub(scripted_server).Guard(pb.GuardRequest(question="q?", num_paths=8, adaptive=True, scorer="majority"))
     text = await asyncio.to_thread(scrape)
-    assert 'trace_guard_decisions_total{arm="guard",decision="accept",reason=""} 1.0' in text
+    assert 'trace_guard_decisions_total{arm="guard",decision="accept",reason=""} 2.0' in text
+    # The adaptive request stopped after 4 of 8 paths (unanimous); the fixed one used its 3.
+    assert 'trace_guard_sampling_stops_total{reason="settled"} 1.0' in text
+    assert 'trace_guard_sampling_stops_total{reason="fixed"} 1.0' in text
+    assert 'trace_guard_adaptive_paths_skipped_total{outcome="not_started"} 4.0' in text
+    assert "trace_guard_paths_used_count 2.0" in text and "trace_guard_paths_used_sum 7.0" in text
+    assert "trace_guard_sample_tokens_saved_total" in text
     assert 'trace_guard_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
-    assert "trace_guard_paths_total 3.0" in text
-    assert 'trace_guard_request_duration_seconds_count{arm="guard",decision="accept",mode="guard"} 1.0' in text
+    assert "trace_guard_paths_total 7.0" in text
+    assert 'trace_guard_request_duration_seconds_count{arm="guard",decision="accept",mode="guard"} 2.0' in text
     assert 'trace_guard_stage_duration_seconds_count{stage="probe"} 1.0' in text
-    assert 'trace_guard_regions_total{region="reliable"} 1.0' in text
+    assert 'trace_guard_regions_total{region="reliable"} 2.0' in text
     assert 'trace_guard_ars_source_total{source="model"} 1.0' in text
     assert "trace_guard_requests_in_flight 0.0" in text
     assert "trace_guard_engine_ready 1.0" in text
@@ -321,3 +328,27 @@ async def test_probe_answer_sources_are_reported_and_counted(probe_format):
         assert 'trace_guard_probe_answers_total{source="other"} 2.0' in text
     finally:
         await stop_server(handle)
+
+
+async def test_adaptive_request_stops_early_and_says_so(scripted_server):
+    resp = await stub(scripted_server).Guard(pb.GuardRequest(
+        question="q?", num_paths=8, scorer="majority", adaptive=True, min_paths=3, seed=5,
+    ))
+    s = resp.sampling
+    assert s.adaptive and s.stop_reason == "settled"
+    assert (s.max_paths, s.started, s.finished, s.aborted, s.not_started) == (8, 4, 4, 0, 4)
+    assert s.leader_probability == pytest.approx(31 / 32)
+    assert len(resp.paths) == 4
+    fixed = await stub(scripted_server).Guard(pb.GuardRequest(question="q?", num_paths=3, scorer="majority"))
+    assert not fixed.sampling.adaptive and fixed.sampling.stop_reason == "fixed" and fixed.sampling.finished == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"min_paths": 0}, "min_paths"), ({"stop_level": 0.2}, "stop_level"), ({"parallel_paths": -1}, "parallel_paths")],
+)
+async def test_adaptive_knobs_are_invalid_argument_naming_the_field(scripted_server, kwargs, field):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub(scripted_server).Guard(pb.GuardRequest(question="q?", adaptive=True, **kwargs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field)

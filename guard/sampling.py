@@ -1,0 +1,165 @@
+"""Adaptive sampling: paths as a stream of single-path engine requests, stopped once the vote is settled.
+
+Each path is its own engine request (n=1) on the same prompt, so the engine's prefix cache shares the
+prompt's blocks, every path is seen as soon as it ends, and any unfinished path can be aborted alone.
+At most `parallel` paths run at once; after each finished path a stopping rule (adaptive consistency's
+Beta rule) asks whether more paths could still change the leader. When it says no, the running paths
+are aborted and no more are started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from guard.answers import Answer, cluster_answers
+from guard.engine import Engine, GenerationResult, Prompt, SampleSpec
+
+
+class StopReason(enum.Enum):
+    # Adaptive sampling off: all num_paths sampled in one engine request.
+    FIXED = "fixed"
+    # The leader's probability of staying the leader reached the stop level.
+    SETTLED = "settled"
+    # max_paths finished without the vote settling.
+    MAX_PATHS = "max_paths"
+
+
+def leader_stays_probability(leader: int, runner_up: int) -> float:
+    """P(p_leader > p_runner_up) under a uniform prior: P(X > 1/2) for X ~ Beta(leader + 1, runner_up + 1).
+
+    For integer parameters, P(X <= 1/2) = P(Binomial(leader + runner_up + 1, 1/2) >= leader + 1), so the
+    value is an exact binomial sum (adaptive consistency's Beta stopping criterion).
+    """
+    if leader < 0 or runner_up < 0:
+        raise ValueError("counts must be non-negative")
+    trials = leader + runner_up + 1
+    at_most_leader = sum(math.comb(trials, j) for j in range(leader + 1))
+    return at_most_leader / 2**trials
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Stop once at least `min_paths` paths finished and the leading answer keeps the lead with
+    probability >= `level`; never go past `max_paths`."""
+
+    min_paths: int
+    max_paths: int
+    level: float
+
+    def check(self, answers: Sequence[Answer | None]) -> StopCheck:
+        """The rule's verdict after these finished paths (None: a path without an answer, no vote)."""
+        sizes = sorted((len(c) for c in cluster_answers(answers)), reverse=True)
+        leader = sizes[0] if sizes else 0
+        runner_up = sizes[1] if len(sizes) > 1 else 0
+        probability = leader_stays_probability(leader, runner_up) if leader else 0.0
+        settled = len(answers) >= self.min_paths and leader > 0 and probability >= self.level
+        return StopCheck(settled or len(answers) >= self.max_paths, settled, probability)
+
+
+@dataclass(frozen=True)
+class StopCheck:
+    stop: bool
+    # Stopped by the rule rather than by the cap.
+    settled: bool
+    # The leader's probability of staying the leader (0 without any answer).
+    leader_probability: float
+
+
+@dataclass(frozen=True)
+class SamplingReport:
+    """How the paths of one request were sampled (what the response's `sampling` says)."""
+
+    adaptive: bool
+    stop_reason: StopReason
+    # Paths the plan allowed (num_paths), started, finished (the ones that vote), and aborted unfinished.
+    max_paths: int
+    started: int
+    finished: int
+    aborted: int
+    # The leader's probability of staying the leader when sampling stopped (adaptive only).
+    leader_probability: float = 0.0
+
+    @property
+    def not_started(self) -> int:
+        return self.max_paths - self.started
+
+    @classmethod
+    def fixed(cls, num_paths: int) -> SamplingReport:
+        return cls(False, StopReason.FIXED, num_paths, num_paths, num_paths, 0)
+
+
+@dataclass(frozen=True)
+class StreamedPaths:
+    """The finished paths, in start order, as one GenerationResult (so the rest of the pipeline reads
+    them as it reads one n=N request), and the report."""
+
+    result: GenerationResult
+    report: SamplingReport
+
+
+async def sample_stream(
+    engine: Engine,
+    prompt: Prompt,
+    spec: SampleSpec,
+    request_id: str,
+    rule: StopRule,
+    parallel: int,
+    read_answer: Callable[[str, bool], Answer | None],
+) -> StreamedPaths:
+    """Sample up to `rule.max_paths` single-path requests, `parallel` at a time, until `rule` stops.
+
+    Path i is sampled with seed `spec.seed + i` (when seeded), so a request's paths are reproducible
+    whatever order they finish in. `read_answer(text, truncated)` reads a finished path's answer for the
+    stopping rule. Cancelling the caller aborts every running path.
+    """
+    running: dict[asyncio.Future[GenerationResult], int] = {}
+    finished: dict[int, GenerationResult] = {}
+    answers: list[Answer | None] = []
+    started = 0
+    check = StopCheck(False, False, 0.0)
+
+    def start_one() -> None:
+        nonlocal started
+        seed = None if spec.seed is None else spec.seed + started
+        path_spec = dataclasses.replace(spec, n=1, seed=seed)
+        running[asyncio.ensure_future(engine.generate(prompt, path_spec, request_id))] = started
+        started += 1
+
+    try:
+        while started < min(parallel, rule.max_paths):
+            start_one()
+        while running and not check.stop:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            # Start order, so equal inputs give equal answers lists whatever the timing.
+            for task in sorted(done, key=running.__getitem__):
+                index = running.pop(task)
+                finished[index] = task.result()
+                completion = finished[index].completions[0]
+                answers.append(read_answer(completion.text, completion.truncated))
+            # Off the loop: clustering may call math-verify.
+            check = await asyncio.to_thread(rule.check, list(answers))
+            while not check.stop and len(running) < parallel and started < rule.max_paths:
+                start_one()
+    finally:
+        aborted = len(running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+    reason = StopReason.SETTLED if check.settled else StopReason.MAX_PATHS
+    report = SamplingReport(True, reason, rule.max_paths, started, len(finished), aborted,
+                            check.leader_probability)
+    return StreamedPaths(_merge([finished[i] for i in sorted(finished)]), report)
+
+
+def _merge(results: Sequence[GenerationResult]) -> GenerationResult:
+    return GenerationResult(
+        [c for r in results for c in r.completions],
+        prompt_tokens=sum(r.prompt_tokens for r in results),
+        cached_prompt_tokens=sum(r.cached_prompt_tokens for r in results),
+    )
