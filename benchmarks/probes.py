@@ -133,6 +133,8 @@ async def run(args) -> dict:
             start = time.perf_counter()
             sampled = await engine.generate(prompt, pipeline.sample_spec(params, params.num_paths), params.request_id)
             sample_ms = (time.perf_counter() - start) * 1e3
+            print(f"[{n + 1}/{len(problems)}] {problem.id}: {len(subs)} sub-questions, sampled in {sample_ms:.0f} ms",
+                  file=sys.stderr, flush=True)
             paths = pipeline.read_paths(sampled)
             for j in range(len(variants)):
                 variant = variants[(n + j) % len(variants)]
@@ -148,7 +150,8 @@ async def run(args) -> dict:
                 tally.probes += len(paths) * len(subs)
                 if outcome.value is not None:
                     tally_gold(tally, problem, gold_values, paths, outcome.value)
-            print(f"[{n + 1}/{len(problems)}] {problem.id}: sampled in {sample_ms:.0f} ms", file=sys.stderr, flush=True)
+                print(f"  {variant.name}: probe {probe_ms:.0f} ms, score "
+                      f"{clock.timings_ms.get(Stage.SCORE, 0.0):.0f} ms", file=sys.stderr, flush=True)
     finally:
         await engine.shutdown()
     return {v.name: tallies[v].summary() for v in variants}

@@ -16,6 +16,7 @@ from guard.budget import Budget, StageCostModel
 from guard.engine import Engine, GenerationResult, Prompt, SampleSpec
 from guard.engine.tokens import require_image_support
 from guard.errors import EngineError
+from guard.events import EventSink, EventStream
 from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
 from guard.policy import Policy
@@ -95,25 +96,30 @@ class GuardPipeline:
             self.config.probe_read,
         )
 
-    async def run(self, params: GuardParams) -> GuardResult:
-        """Guard one request. Cancelling the calling task aborts every engine request it started."""
+    async def run(self, params: GuardParams, events: EventSink | None = None) -> GuardResult:
+        """Guard one request. Cancelling the calling task aborts every engine request it started.
+
+        With `events`, the request reports as it goes (guard.events): the first answer (provisional),
+        each finished path, the sub-questions and progress. Its paths are then sampled one engine
+        request each (as vLLM samples the children of an n=N request: seed + i), so they can be seen
+        as they finish."""
         if not params.request_id:
             params = params.with_request_id(uuid.uuid4().hex)
         try:
-            return await self._run(params)
+            return await self._run(params, EventStream(events) if events is not None else None)
         except asyncio.CancelledError:
             await asyncio.shield(self.engine.abort(params.request_id))
             raise
 
-    async def _run(self, params: GuardParams) -> GuardResult:
+    async def _run(self, params: GuardParams, events: EventStream | None) -> GuardResult:
         clock = StageClock()
         budget = Budget.from_ms(params.latency_budget_ms)
         with clock.stage(Stage.VALIDATE):
             images = await self._decode_images(params)
         if params.mode is Mode.RAW:
-            result = await self._raw(params, images, clock)
+            result = await self._raw(params, images, clock, events)
         else:
-            result = await self._guard(params, images, clock, budget)
+            result = await self._guard(params, images, clock, budget, events)
         self._log(params, result)
         return result
 
@@ -164,13 +170,16 @@ class GuardPipeline:
             for i, c in enumerate(sampled.completions)
         ]
 
-    async def _raw(self, params: GuardParams, images: list[object], clock: StageClock) -> GuardResult:
+    async def _raw(self, params: GuardParams, images: list[object], clock: StageClock,
+                   events: EventStream | None) -> GuardResult:
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
         with clock.stage(Stage.SAMPLE):
             sampled = await clock.engine(self.engine.generate(prompt, self.sample_spec(params, 1), params.request_id))
         with clock.stage(Stage.EXTRACT):
             paths = await asyncio.to_thread(self.read_paths, sampled)
         path = paths[0]
+        if events is not None:
+            events.path_finished(0, sampled.completions[0], path.answer, None)
         return GuardResult(
             request_id=params.request_id,
             mode=Mode.RAW,
@@ -187,15 +196,20 @@ class GuardPipeline:
             engine_wait_ms=clock.engine_wait_ms,
         )
 
-    async def _guard(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget) -> GuardResult:
-        sampled = await self._sample(params, images, clock, budget)
+    async def _guard(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget,
+                     events: EventStream | None) -> GuardResult:
+        sampled = await self._sample(params, images, clock, budget, events)
         ars = sampled.ars.value if sampled.ars is not None else None
         outcomes = [o for o in (sampled.ars,) if o is not None]
         analysis = None
         if ars is not None and ars.sub_questions:
+            if events is not None:
+                events.progress(Stage.PROBE, [p.answer for p in sampled.paths])
             refined = await self.consistency.run(params, images, sampled.paths, ars.sub_questions, clock, budget)
             outcomes.append(refined)
             analysis = refined.value
+        if events is not None:
+            events.progress(Stage.DECIDE, [p.answer for p in sampled.paths])
         with clock.stage(Stage.DECIDE):
             decided = decide_paths(params.scorer, sampled.paths, sampled.top_logprobs, analysis, self.config.policy)
         usage = {Stage.SAMPLE: sampled.usage}
@@ -227,14 +241,17 @@ class GuardPipeline:
             sampling=sampled.report,
         )
 
-    async def _sample(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget) -> _Sampled:
+    async def _sample(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget,
+                      events: EventStream | None) -> _Sampled:
         """Sample the paths; at the same time obtain the ARS (independent of the paths, so it adds no serial
         latency), waiting for it after sampling only as long as the budget allows."""
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
-        sample_task = asyncio.ensure_future(self._sample_paths(params, prompt))
+        sample_task = asyncio.ensure_future(self._sample_paths(params, prompt, events))
         ars_task = None
         if SCORERS[params.scorer].uses_ars:
             ars_task = asyncio.ensure_future(self._timed_ars(params, images, clock))
+            if events is not None:
+                ars_task.add_done_callback(events.ars_done)
         try:
             with clock.stage(Stage.SAMPLE):
                 sampled, report = await clock.engine(sample_task)
@@ -258,17 +275,26 @@ class GuardPipeline:
         top_logprobs = [c.top_logprobs for c in sampled.completions]
         return _Sampled(paths, top_logprobs, _usage(sampled), ars, report)
 
-    async def _sample_paths(self, params: GuardParams, prompt: Prompt) -> tuple[GenerationResult, SamplingReport]:
-        """All num_paths in one engine request, or (adaptive) a stream of single paths until the vote settles."""
-        spec = self.sample_spec(params, params.num_paths)
-        if not params.adaptive or params.num_paths == 1:
+    async def _sample_paths(
+        self, params: GuardParams, prompt: Prompt, events: EventStream | None
+    ) -> tuple[GenerationResult, SamplingReport]:
+        """All num_paths in one engine request; or a stream of single paths, stopped once the vote settles
+        (adaptive) or once all num_paths finished (streaming events of a fixed-N request)."""
+        n = params.num_paths
+        spec = self.sample_spec(params, n)
+        adaptive = params.adaptive and n > 1
+        if not adaptive and events is None:
             sampled = await self.engine.generate(prompt, spec, params.request_id)
-            return sampled, SamplingReport.fixed(params.num_paths)
-        rule = StopRule(min(params.min_paths, params.num_paths), params.num_paths, params.stop_level)
+            return sampled, SamplingReport.fixed(n)
+        if adaptive:
+            rule, parallel = StopRule(min(params.min_paths, n), n, params.stop_level), params.parallel_paths
+        else:
+            rule, parallel = StopRule(n, n, 1.0), n
         streamed = await sample_stream(
-            self.engine, prompt, spec, params.request_id, rule, params.parallel_paths, _read_answer,
+            self.engine, prompt, spec, params.request_id, rule, parallel, _read_answer,
+            on_path=events.path_finished if events is not None else None,
         )
-        return streamed.result, streamed.report
+        return streamed.result, streamed.report if adaptive else SamplingReport.fixed(n)
 
     async def _obtain_ars(self, params: GuardParams, images: list[object], usage: PhaseUsage) -> ArsOutcome:
         if params.sub_questions:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from guard.answers import Answer, cluster_answers
-from guard.engine import Engine, GenerationResult, Prompt, SampleSpec
+from guard.engine import Completion, Engine, GenerationResult, Prompt, SampleSpec
 
 
 class StopReason(enum.Enum):
@@ -53,12 +53,16 @@ class StopRule:
 
     def check(self, answers: Sequence[Answer | None]) -> StopCheck:
         """The rule's verdict after these finished paths (None: a path without an answer, no vote)."""
-        sizes = sorted((len(c) for c in cluster_answers(answers)), reverse=True)
-        leader = sizes[0] if sizes else 0
-        runner_up = sizes[1] if len(sizes) > 1 else 0
+        # Largest first; equal sizes by the answer's text, so the leader never depends on finish order.
+        clusters = sorted(cluster_answers(answers), key=lambda c: (-len(c), answers[c[0]].normalized))
+        leader = len(clusters[0]) if clusters else 0
+        runner_up = len(clusters[1]) if len(clusters) > 1 else 0
         probability = leader_stays_probability(leader, runner_up) if leader else 0.0
         settled = len(answers) >= self.min_paths and leader > 0 and probability >= self.level
-        return StopCheck(settled or len(answers) >= self.max_paths, settled, probability)
+        return StopCheck(
+            settled or len(answers) >= self.max_paths, settled, probability,
+            answers[clusters[0][0]] if clusters else None, leader / len(answers) if answers else 0.0,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,12 @@ class StopCheck:
     settled: bool
     # The leader's probability of staying the leader (0 without any answer).
     leader_probability: float
+    # The leading answer and its share of the finished paths.
+    leader: Answer | None = None
+    leader_share: float = 0.0
+
+
+PathObserver = Callable[[int, Completion, "Answer | None", StopCheck], None]
 
 
 @dataclass(frozen=True)
@@ -110,12 +120,14 @@ async def sample_stream(
     rule: StopRule,
     parallel: int,
     read_answer: Callable[[str, bool], Answer | None],
+    on_path: PathObserver | None = None,
 ) -> StreamedPaths:
     """Sample up to `rule.max_paths` single-path requests, `parallel` at a time, until `rule` stops.
 
     Path i is sampled with seed `spec.seed + i` (when seeded), so a request's paths are reproducible
     whatever order they finish in. `read_answer(text, truncated)` reads a finished path's answer for the
-    stopping rule. Cancelling the caller aborts every running path.
+    stopping rule; `on_path(index, completion, answer, check)` sees each finished path with the rule's
+    verdict after it. Cancelling the caller aborts every running path.
     """
     running: dict[asyncio.Future[GenerationResult], int] = {}
     finished: dict[int, GenerationResult] = {}
@@ -136,13 +148,17 @@ async def sample_stream(
         while running and not check.stop:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             # Start order, so equal inputs give equal answers lists whatever the timing.
+            batch = []
             for task in sorted(done, key=running.__getitem__):
                 index = running.pop(task)
                 finished[index] = task.result()
                 completion = finished[index].completions[0]
                 answers.append(read_answer(completion.text, completion.truncated))
+                batch.append((index, completion, answers[-1]))
             # Off the loop: clustering may call math-verify.
             check = await asyncio.to_thread(rule.check, list(answers))
+            for index, completion, answer in batch if on_path is not None else ():
+                on_path(index, completion, answer, check)
             while not check.stop and len(running) < parallel and started < rule.max_paths:
                 start_one()
     finally:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import guard
 from guard.answers import Answer
+from guard.events import ArsEvent, PathEvent, ProgressEvent, ProvisionalEvent, RetractReason, Timed
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode
 from guard.result import (
     AbstainReason,
@@ -251,3 +252,28 @@ def info_to_response(
         guard_fraction=splitter.guard_fraction,
         shadow=shadow,
     )
+
+
+def event_to_pb(timed: Timed, return_paths_text: bool) -> pb.GuardEvent:
+    """One streamed event of the pipeline (guard.events) as a GuardEvent."""
+    e = timed.event
+    out = pb.GuardEvent(elapsed_ms=timed.elapsed_ms)
+    if isinstance(e, ProvisionalEvent):
+        out.provisional.CopyFrom(pb.ProvisionalAnswer(
+            answer=_answer(e.answer), path_index=e.path_index, text=e.text if return_paths_text else ""))
+    elif isinstance(e, PathEvent):
+        out.path.CopyFrom(pb.PathFinished(index=e.index, answer=_answer(e.answer), num_tokens=e.num_tokens,
+                                          finish_reason=e.finish_reason or ""))
+    elif isinstance(e, ArsEvent):
+        out.ars.CopyFrom(pb.SubQuestions(sub_questions=e.sub_questions, source=_ARS_TO_PB[e.source]))
+    elif isinstance(e, ProgressEvent):
+        out.progress.CopyFrom(pb.Progress(stage=e.stage.value, leader=_answer(e.leader), vote_share=e.vote_share,
+                                          paths_finished=e.paths_finished))
+    else:
+        raise TypeError(f"not a guard event: {e!r}")
+    return out
+
+
+def decision_to_pb(response: pb.GuardResponse, retract: RetractReason | None, elapsed_ms: float) -> pb.GuardEvent:
+    return pb.GuardEvent(elapsed_ms=elapsed_ms, decision=pb.DecisionEvent(
+        response=response, retracted=retract is not None, retract_reason=retract.value if retract else ""))

@@ -36,43 +36,67 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
         method = handler_call_details.method
         deserialize = handler.request_deserializer
 
-        async def wrapped(raw_request, context: grpc.aio.ServicerContext):
+        async def parse(raw_request, context: grpc.aio.ServicerContext):
             # Deserialize here rather than in gRPC, which answers a malformed message with INTERNAL:
             # bytes that are not the method's request message are the client's error.
             try:
-                request = deserialize(raw_request) if deserialize is not None else raw_request
+                return deserialize(raw_request) if deserialize is not None else raw_request
             except Exception as exc:
                 self.metrics.errors.labels(grpc.StatusCode.INVALID_ARGUMENT.name).inc()
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message for {method}: {exc}"
                 )
-            try:
-                return await inner(request, context)
-            except asyncio.CancelledError:
-                self.metrics.errors.labels(grpc.StatusCode.CANCELLED.name).inc()
-                raise
-            except Exception as exc:
-                # context.abort raises to end the call; let it through untouched.
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                code = status_for(exc)
-                self.metrics.errors.labels(code.name).inc()
-                if code is grpc.StatusCode.INTERNAL:
-                    logger.exception("%s failed", method)
-                    message = f"internal error: {exc}"
-                else:
-                    logger.info("%s: %s: %s", method, code.name, exc)
-                    message = str(exc)
-                await context.abort(code, message)
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=None,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(raw_request, context: grpc.aio.ServicerContext):
+                request = await parse(raw_request, context)
+                try:
+                    return await inner(request, context)
+                except asyncio.CancelledError:
+                    self.metrics.errors.labels(grpc.StatusCode.CANCELLED.name).inc()
+                    raise
+                except Exception as exc:
+                    await self._fail(context, method, exc)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=None, response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def streaming(raw_request, context: grpc.aio.ServicerContext):
+                request = await parse(raw_request, context)
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    self.metrics.errors.labels(grpc.StatusCode.CANCELLED.name).inc()
+                    raise
+                except Exception as exc:
+                    await self._fail(context, method, exc)
+
+            return grpc.unary_stream_rpc_method_handler(
+                streaming, request_deserializer=None, response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def _fail(self, context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
+        """End the call with the status `exc` maps to (context.abort raises to end it)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        code = status_for(exc)
+        self.metrics.errors.labels(code.name).inc()
+        if code is grpc.StatusCode.INTERNAL:
+            logger.exception("%s failed", method)
+            message = f"internal error: {exc}"
+        else:
+            logger.info("%s: %s: %s", method, code.name, exc)
+            message = str(exc)
+        await context.abort(code, message)

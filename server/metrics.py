@@ -34,6 +34,19 @@ class GuardMetrics:
             "trace_guard_stage_duration_seconds", "Wall time per pipeline stage.",
             ["stage"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.stream_provisional = Histogram(
+            "trace_guard_stream_provisional_seconds", "GuardStream: time from the call to the provisional answer.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.stream_decision = Histogram(
+            "trace_guard_stream_decision_seconds", "GuardStream: time from the call to the decision event.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.stream_decisions = Counter(
+            "trace_guard_stream_decisions_total", "GuardStream decisions by what they did to the provisional answer: "
+            "commit, retract (reason abstain or changed), or none (no provisional answer was sent).",
+            ["outcome", "reason"], registry=r,
+        )
         self.overhead = Histogram(
             "trace_guard_overhead_seconds", "Time per request not spent waiting on the engine.",
             buckets=OVERHEAD_BUCKETS, registry=r,
@@ -193,6 +206,16 @@ class GuardMetrics:
             if usage.truncated:
                 self.truncated.labels(phase).inc(usage.truncated)
 
+
+    def record_stream(self, retract, provisional_sent: bool, duration_seconds: float) -> None:
+        """A GuardStream decision: its latency, and whether it committed or retracted the provisional answer."""
+        self.stream_decision.observe(duration_seconds)
+        if not provisional_sent:
+            self.stream_decisions.labels("none", "").inc()
+        elif retract is None:
+            self.stream_decisions.labels("commit", "").inc()
+        else:
+            self.stream_decisions.labels("retract", retract.value).inc()
 
     def _record_sampling(self, result: GuardResult) -> None:
         report = result.sampling

@@ -48,6 +48,9 @@ def add_ask_parser(sub) -> None:
     a.add_argument("--raw", action="store_true", help="one unguarded sample (the A/B baseline)")
     a.add_argument("--arm", choices=[arm.value for arm in Arm], help="force the A/B arm")
     a.add_argument("--ab-key", help="key the A/B split hashes (e.g. a user id)")
+    a.add_argument("--stream", action="store_true",
+                   help="GuardStream: show the first answer at once (provisional), then each path and the verdict, "
+                        "which commits or retracts it")
     a.add_argument("--show-paths", action="store_true", help="print each path's text")
     a.add_argument("--json", action="store_true", help="print the response as JSON")
     a.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
@@ -137,9 +140,36 @@ def guard_request(args: argparse.Namespace):
     return req
 
 
+def _stream(args: argparse.Namespace, request) -> int:
+    """GuardStream: print each event as it arrives, then the decision and whether it retracts."""
+    import grpc
+
+    from server.cli.render import format_event, format_response
+    from server.pb import guard_pb2_grpc
+
+    channel, metadata = _channel(args)
+    with channel:
+        stub = guard_pb2_grpc.GuardServiceStub(channel)
+        try:
+            for event in stub.GuardStream(request, timeout=args.timeout, metadata=metadata):
+                if event.HasField("decision") and args.json:
+                    _print_json(event.decision)
+                elif event.HasField("decision"):
+                    print(format_event(event))
+                    print(format_response(event.decision.response, show_paths=args.show_paths))
+                elif not args.json:
+                    print(format_event(event), flush=True)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def run_ask(args: argparse.Namespace) -> int:
     from server.cli.render import format_response
 
+    if args.stream:
+        return _stream(args, guard_request(args))
     resp = _call(args, "Guard", guard_request(args))
     if resp is None:
         return 1

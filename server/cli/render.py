@@ -80,3 +80,28 @@ def _sampling(resp) -> list[str]:
 def format_response(resp, show_paths: bool = False) -> str:
     """A human-readable rendering of a GuardResponse."""
     return "\n".join([*_header(resp), "", *_paths_table(resp, show_paths), *_ars_table(resp), *_costs(resp)])
+
+
+def _answer_text(answer) -> str:
+    return answer.raw or answer.normalized or "-"
+
+
+def format_event(event) -> str:
+    """One line per GuardStream event."""
+    t = f"[{event.elapsed_ms / 1e3:6.2f}s]"
+    kind = event.WhichOneof("event")
+    if kind == "provisional":
+        return f"{t} provisional answer: {_answer_text(event.provisional.answer)} (path {event.provisional.path_index})"
+    if kind == "path":
+        p = event.path
+        answer = _answer_text(p.answer) if p.HasField("answer") else "no answer"
+        return f"{t} path {p.index} finished: {answer} ({p.num_tokens} tokens, {p.finish_reason})"
+    if kind == "ars":
+        return f"{t} sub-questions: " + " | ".join(event.ars.sub_questions)
+    if kind == "progress":
+        g = event.progress
+        leader = _answer_text(g.leader) if g.HasField("leader") else "-"
+        return f"{t} {g.stage}: leader {leader} with {g.vote_share:.0%} of {g.paths_finished} paths"
+    d = event.decision
+    verdict = f"RETRACTED ({d.retract_reason})" if d.retracted else "COMMITTED"
+    return f"{t} decision: {verdict}"

@@ -1,5 +1,6 @@
 """The trace-guard command: calibrate on recorded samples, and the readable rendering of a response."""
 
+import asyncio
 import json
 
 import pytest
@@ -166,3 +167,28 @@ async def test_ask_adaptive_flags_build_the_request_and_the_sampling_line_render
         GuardParams(question="q?", num_paths=8, adaptive=True, scorer="majority"))
     text = format_response(result_to_response(result, return_paths_text=False))
     assert "sampling: adaptive, settled after 4 of 8 paths" in text
+
+
+def test_ask_stream_prints_the_provisional_answer_then_the_verdict(capsys):
+    import threading
+
+    from tests.server.conftest import start_server, stop_server
+
+    loop = asyncio.new_event_loop()
+    handle = loop.run_until_complete(start_server(ScriptedEngine(paths=[" 7 + 5 = 12.\nAnswer: 12"])))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        code = main(["ask", "q?", "--stream", "--paths", "3", "--scorer", "majority",
+                     "--address", f"127.0.0.1:{handle.server.port}"])
+        out = capsys.readouterr().out
+    finally:
+        asyncio.run_coroutine_threadsafe(stop_server(handle), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert code == 0
+    lines = out.splitlines()
+    assert "provisional answer: 12" in lines[0]
+    assert sum("finished: 12" in line for line in lines) == 3
+    assert any("decision: COMMITTED" in line for line in lines)
+    assert any(line.startswith("ACCEPT") for line in lines)
