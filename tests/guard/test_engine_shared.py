@@ -50,3 +50,30 @@ def test_the_cpu_extra_installs_a_supported_vllm():
     (pin,) = [r for r in project["project"]["optional-dependencies"]["cpu"] if r.startswith("vllm")]
     assert vllm_supported(re.search(r"==([\d.]+)", pin).group(1)), (pin, SUPPORTED_VLLM)
     assert not vllm_supported("0.11.0")
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "fast"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n", False),             # AVX2 only
+        ("flags\t\t: avx2 avx512f avx512bw\n", False),                           # AVX-512 without BF16
+        ("flags\t\t: avx2 avx512f avx512_bf16\n", True),
+        ("flags\t\t: avx2 amx_tile amx_bf16\n", True),
+        ("", False),
+    ],
+)
+def test_cpu_has_fast_bf16_reads_the_flags(cpuinfo, fast):
+    from guard.engine.vllm_engine import cpu_has_fast_bf16
+
+    assert cpu_has_fast_bf16(cpuinfo) is fast
+
+
+@pytest.mark.parametrize(
+    ("requested", "on_cpu", "fast", "expected"),
+    [("auto", True, False, "float32"), ("auto", True, True, "auto"), ("auto", False, False, "auto"),
+     ("bfloat16", True, False, "bfloat16"), ("float32", True, True, "float32")],
+)
+def test_resolve_dtype_avoids_slow_bf16_only_when_left_to_auto(requested, on_cpu, fast, expected):
+    from guard.engine.vllm_engine import resolve_dtype
+
+    assert resolve_dtype(requested, on_cpu, fast) == expected

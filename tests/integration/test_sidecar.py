@@ -214,3 +214,26 @@ def test_adaptive_request_stops_early_by_the_engines_own_count(channel, sidecar)
     assert after[finished] - before[finished] == 4
     generated = "trace_guard_engine_generation_tokens_total"
     assert after[generated] - before[generated] == sum(p.num_tokens for p in resp.paths)
+
+
+def test_guard_stream_decision_equals_guard_on_the_real_engine(channel):
+    """GuardStream samples each path as its own engine request (seed + i, as vLLM seeds the children of an
+    n=N request): its decision is what Guard returns for the same request, timings and token accounting
+    aside."""
+    request = pb.GuardRequest(question=QUESTION, num_paths=3, max_tokens=64, seed=11, scorer="majority",
+                              return_paths_text=True)
+    events = list(stub(channel).GuardStream(request, timeout=300))
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[-1] == "decision" and kinds.count("path") == 3
+    if any(e.path.HasField("answer") for e in events if e.HasField("path")):
+        assert kinds.count("provisional") == 1 and kinds.index("provisional") < kinds.index("decision")
+    guard = stub(channel).Guard(request, timeout=300)
+
+    def comparable(resp):
+        out = pb.GuardResponse()
+        out.CopyFrom(resp)
+        for name in ("timings", "usage", "engine_wait_ms"):
+            out.ClearField(name)
+        return out
+
+    assert comparable(events[-1].decision.response) == comparable(guard)
