@@ -52,6 +52,25 @@ def peer_call(peer, approach: str, n: int, max_tokens: int):
     return call
 
 
+def stream_call(stub, request_kwargs):
+    """One GuardStream call per question: as guard_call, plus the time to the provisional answer."""
+    def call(q):
+        t0 = time.perf_counter()
+        provisional_s = None
+        decision = None
+        for event in stub.GuardStream(pb.GuardRequest(question=q, **request_kwargs), timeout=600):
+            if event.HasField("provisional") and provisional_s is None:
+                provisional_s = time.perf_counter() - t0
+            if event.HasField("decision"):
+                decision = event.decision
+        resp = decision.response
+        timings = {t.stage: t.duration_ms for t in resp.timings}
+        return {"tokens": sum(u.generated_tokens for u in resp.usage), "timings": timings, "paths": len(resp.paths),
+                "overhead_ms": max(0.0, timings.get(Stage.TOTAL, 0.0) - resp.engine_wait_ms),
+                "probes": 0, "probes_truncated": 0, "provisional_s": provisional_s, "retracted": decision.retracted}
+    return call
+
+
 def run_arm(call, questions, concurrency: int) -> dict:
     def one(q):
         t0 = time.perf_counter()
@@ -76,6 +95,14 @@ def run_arms_interleaved(arms, questions) -> dict[str, dict]:
     return {name: summarise(rs, sum(r[0] for r in rs)) for name, rs in results.items()}
 
 
+def _stream_summary(results: list) -> dict:
+    provisional = [out["provisional_s"] for _, out in results if out.get("provisional_s") is not None]
+    if not any("provisional_s" in out for _, out in results):
+        return {}
+    return {"provisional_p50_s": percentile(provisional, 0.5) if provisional else float("nan"),
+            "retraction_rate": statistics.mean(bool(out["retracted"]) for _, out in results)}
+
+
 def summarise(results: list, wall_s: float) -> dict:
     latencies = [r[0] for r in results]
     stages: dict[str, list[float]] = {}
@@ -91,6 +118,7 @@ def summarise(results: list, wall_s: float) -> dict:
         "requests_per_s": len(results) / wall_s,
         "generated_tokens_per_request": statistics.mean(out["tokens"] for _, out in results),
         "paths_per_request": statistics.mean(out.get("paths", 1) for _, out in results),
+        **_stream_summary(results),
         "stage_p50_ms": {s: percentile(v, 0.5) for s, v in stages.items()},
         # Share of each request's total spent probing and scoring, per request, then the median.
         "probe_score_share_p50": percentile(
@@ -123,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score modes for the trace arms, one arm each (default: the server's)")
     p.add_argument("--adaptive", type=int, action="append", metavar="PARALLEL",
                    help="also an adaptive-sampling arm per scorer and N, with this many paths at once (repeatable)")
+    p.add_argument("--stream", action="store_true",
+                   help="also a GuardStream arm per scorer and N: time to the provisional answer and to the decision")
     p.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--peer", choices=["optillm"], help="also measure the optillm proxy in front of a vLLM "
@@ -145,6 +175,8 @@ def guard_arms(stub, args, paths: list[int], scorers: list[str]) -> list[tuple[s
                          for m in args.score_mode]
             else:
                 arms.append((f"guard-{s}-n{n}", guard_call(stub, request)))
+            if args.stream:
+                arms.append((f"stream-{s}-n{n}", stream_call(stub, request)))
             for parallel in args.adaptive or []:
                 # Adaptive sampling: at most n paths, `parallel` at a time, stopped once the vote settles.
                 arms.append((f"guard-{s}-adaptive-p{parallel}-n{n}",
@@ -228,6 +260,12 @@ def table_lines(results: dict) -> list[str]:
         lines.append(f"{key:<32}{r['p50_s']:>8.2f}{r['p95_s']:>8.2f}{r['p99_s']:>8.2f}{r['requests_per_s']:>7.2f}"
                      f"{r['generated_tokens_per_request']:>9.0f}{r['p50_s'] / raw:>10.2f}{share * 100:>15.1f}"
                      f"{r['overhead_p50_ms']:>12.1f}")
+    for key, r in results.items():
+        if "provisional_p50_s" in r:
+            raw = results.get(f"raw@{key.split('@')[1]}", {}).get("p50_s", float("nan"))
+            lines.append(f"  {key}: provisional p50 {r['provisional_p50_s']:.2f} s = {r['provisional_p50_s'] / raw:.2f}x raw, "
+                         f"decision p50 {r['p50_s']:.2f} s = {r['p50_s'] / raw:.2f}x raw, "
+                         f"retracted {r['retraction_rate']:.0%}")
     lines += ["", "stage p50 ms (ars runs concurrently with sample):"]
     for key, r in results.items():
         st = r["stage_p50_ms"]

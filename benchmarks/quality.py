@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import datasets
+from benchmarks import datasets, streaming
 from benchmarks.metrics import aurc, auroc, risk_coverage, spearman
 from guard import replay as records
 from guard.params import Defaults, GuardParams, ImageInput, Limits, Mode, ScoreMode, canonical_question
@@ -253,8 +253,9 @@ def evaluate(recs: list[records.Record], scorer: str, policy: Policy) -> dict:
 
 def engine_tokens(recs: list[records.Record]) -> float:
     """Mean engine tokens per problem, all phases: generated plus prompt tokens not served from the cache."""
-    total = sum(gen + prompt - cached for r in recs for prompt, gen, cached in (r.usage or {}).values())
-    return total / len(recs) if recs else float("nan")
+    from benchmarks import verdict
+
+    return sum(verdict.engine_tokens(r) for r in recs) / len(recs) if recs else float("nan")
 
 
 def single_sample_accuracy(recs: list[records.Record]) -> float:
@@ -372,6 +373,12 @@ def report(all_records, policy: Policy, out_dir: Path, num_resamples: int = 0, m
         if trace_row.get("ars_usable"):
             lines.append(f"{'':<22}ARS on {trace_row['ars_usable']}/{len(recs)} problems, "
                          f"echo sub-questions {trace_row['echo_rate']:.0%}")
+        for scorer in ("majority", "trace"):
+            stream = streaming.retraction_row(recs, scorer, policy)
+            results[key][f"stream_{scorer}"] = stream
+            lines.append(f"{'':<22}stream/{scorer}: provisional acc {fmt(stream['provisional_accuracy'])}, retracted "
+                         f"{fmt(stream['retraction_rate'])} (abstain {fmt(stream['retracted_abstain'])}, changed "
+                         f"{fmt(stream['retracted_changed'])}), committed acc {fmt(stream['committed_accuracy'])}")
         lat = sorted(r.latency_ms for r in recs)
         results[key]["engine_tokens_per_problem"] = engine_tokens(recs)
         results[key]["sample_tokens_per_problem"] = sum((r.usage or {}).get("sample", (0, 0, 0))[1] for r in recs) / len(recs)

@@ -108,6 +108,8 @@ class Outcome:
     eligible: bool = True
     echo: int = 0  # echo sub-questions (restating the question or the paths' own final answers)
     sub_questions: int = 0
+    # The winning cluster's answer (None when no path answered).
+    answer: Answer | None = None
 
     @property
     def gated_confidence(self) -> float:
@@ -131,6 +133,7 @@ def rescore(record: Record, scorer: str, policy: Policy) -> Outcome:
         eligible=verdict.gate is None,
         echo=inp.ars.num_echo if inp.ars else 0,
         sub_questions=len(inp.ars.sub_questions) if inp.ars else 0,
+        answer=answer,
     )
 
 

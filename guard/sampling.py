@@ -2,9 +2,11 @@
 
 Each path is its own engine request (n=1) on the same prompt, so the engine's prefix cache shares the
 prompt's blocks, every path is seen as soon as it ends, and any unfinished path can be aborted alone.
-At most `parallel` paths run at once; after each finished path a stopping rule (adaptive consistency's
-Beta rule) asks whether more paths could still change the leader. When it says no, the running paths
-are aborted and no more are started.
+After each finished path a stopping rule (adaptive consistency's Beta rule) asks whether more paths
+could still change the leader. When it says no, the running paths are aborted and no more are started.
+At most `parallel` paths run at once, and never more than could be needed: as many as it would take to
+settle the vote if every running and new path agreed with the current leader (a unanimous start runs
+exactly `min_paths`; a split vote adds paths as it stays split).
 """
 
 from __future__ import annotations
@@ -62,7 +64,19 @@ class StopRule:
         return StopCheck(
             settled or len(answers) >= self.max_paths, settled, probability,
             answers[clusters[0][0]] if clusters else None, leader / len(answers) if answers else 0.0,
+            leader, runner_up,
         )
+
+
+    def paths_needed(self, check: StopCheck, finished: int) -> int:
+        """The fewest paths that could settle the vote: `finished` plus as many more as it takes if every
+        one of them agrees with the current leader (the cap when none can). Starting more than this
+        could only be wasted, since the rule cannot stop sooner."""
+        for total in range(max(finished, self.min_paths), self.max_paths + 1):
+            extra = total - finished
+            if leader_stays_probability(check.leader_votes + extra, check.runner_up_votes) >= self.level:
+                return total
+        return self.max_paths
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,9 @@ class StopCheck:
     # The leading answer and its share of the finished paths.
     leader: Answer | None = None
     leader_share: float = 0.0
+    # Votes of the leading and the second answer.
+    leader_votes: int = 0
+    runner_up_votes: int = 0
 
 
 PathObserver = Callable[[int, Completion, "Answer | None", StopCheck], None]
@@ -143,7 +160,7 @@ async def sample_stream(
         started += 1
 
     try:
-        while started < min(parallel, rule.max_paths):
+        while started < min(parallel, rule.paths_needed(check, 0)):
             start_one()
         while running and not check.stop:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -159,7 +176,8 @@ async def sample_stream(
             check = await asyncio.to_thread(rule.check, list(answers))
             for index, completion, answer in batch if on_path is not None else ():
                 on_path(index, completion, answer, check)
-            while not check.stop and len(running) < parallel and started < rule.max_paths:
+            needed = rule.paths_needed(check, len(answers))
+            while not check.stop and len(running) < parallel and started < needed:
                 start_one()
     finally:
         aborted = len(running)

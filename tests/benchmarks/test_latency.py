@@ -37,3 +37,17 @@ def test_summary_shares_and_table():
     assert "2.00" in row and "30.0" in row  # x raw p50 = 2.0 / 1.0
     assert any(line.strip().startswith("guard-trace-contested-n8@c1") and "probe=" in line
                and "probes cut at limit 25%" in line for line in lines)
+
+
+def test_stream_arm_summary_reports_provisional_time_and_retractions():
+    def streamed(total_ms, provisional_s, retracted):
+        return {**_out(total_ms), "provisional_s": provisional_s, "retracted": retracted}
+
+    stream = summarise([(2.0, streamed(2000.0, 0.5, False)), (3.0, streamed(3000.0, 0.7, True)),
+                        (4.0, streamed(4000.0, 0.9, False))], 9.0)
+    assert stream["provisional_p50_s"] == 0.7 and abs(stream["retraction_rate"] - 1 / 3) < 1e-9
+    assert "provisional_p50_s" not in summarise([(1.0, _out(1000.0))], 1.0)
+    raw = summarise([(0.5, _out(500.0)), (1.5, _out(1500.0))], 2.0)
+    lines = table_lines({"raw@c1": raw, "stream-majority-n8@c1": stream})
+    assert any("provisional p50 0.70 s = 0.70x raw" in line and "decision p50 3.00 s = 3.00x raw" in line
+               for line in lines)

@@ -88,16 +88,30 @@ async def test_split_vote_runs_to_max_paths():
     assert [c.text for c in out.result.completions] == ["Answer: 7", "Answer: 8"] * 4
 
 
-async def test_a_settled_vote_aborts_the_running_paths():
-    # All 8 start at once; the four short paths agree and finish first, the four long ones are aborted.
-    short, long = "Answer: 7", "one two three four five six seven eight nine ten Answer: 9"
-    engine = ScriptedEngine(paths=(short, long), word_seconds=0.05)
+async def test_never_starts_more_paths_than_the_vote_could_need():
+    # Up to 8 at once, but a unanimous start needs only 4; after 3-1 it takes 3 more agreeing paths
+    # (6-1: P = 0.965), so 3 more start, they agree, and the vote settles at 7 with nothing wasted.
+    engine = ScriptedEngine(paths=("Answer: 7", "Answer: 7", "Answer: 7", "Answer: 9", "Answer: 7", "Answer: 7",
+                                   "Answer: 7", "Answer: 7"))
     out = await stream(engine, parallel=8)
-    assert out.report.stop_reason is StopReason.SETTLED
-    assert (out.report.started, out.report.finished, out.report.aborted) == (8, 4, 4)
-    assert engine.cancelled == ["sample"] * 4
-    assert [c.text for c in out.result.completions] == [short] * 4
-    assert engine.in_flight == 0
+    assert out.report == SamplingReport(True, StopReason.SETTLED, 8, 7, 7, 0, 1 - 9 / 256)
+    assert engine.cancelled == []
+
+
+@pytest.mark.parametrize(
+    ("finished", "needed"),
+    [
+        ((), 4),                          # nothing yet: four agreeing paths would settle it
+        (("7", "7"), 4),
+        (("7", "7", "7", "9"), 7),        # 3-1: three more agreeing (6-1)
+        (("7", "9"), 7),                  # 1-1: five more agreeing (6-1: P = 0.965)
+        (("7", "8") * 4, 8),              # split at the cap
+    ],
+)
+def test_paths_needed_assumes_every_new_path_agrees_with_the_leader(finished, needed):
+    rule = StopRule(min_paths=4, max_paths=8, level=0.95)
+    check = rule.check(answers(*finished))
+    assert rule.paths_needed(check, len(finished)) == needed
 
 
 async def test_cancelling_the_caller_aborts_every_running_path():

@@ -149,15 +149,18 @@ def test_latency_benchmark_smoke(sidecar, tmp_path):
     """benchmarks/latency.py end to end on a couple of requests, so it keeps working."""
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.latency", "--address", sidecar.address, "--num-requests", "2",
-         "--max-tokens", "16", "--paths", "2", "--scorer", "trace", "--out", str(tmp_path)],
+         "--max-tokens", "16", "--paths", "2", "--scorer", "trace", "--stream", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     import json
 
     results = json.loads((tmp_path / "latency.json").read_text())
-    assert set(results) == {"raw@c1", "guard-trace-n2@c1"}
+    assert set(results) == {"raw@c1", "guard-trace-n2@c1", "stream-trace-n2@c1"}
     assert results["guard-trace-n2@c1"]["p50_s"] > 0
+    stream = results["stream-trace-n2@c1"]
+    # At 16 tokens the small model may give no answer at all (then no provisional answer was sent: nan).
+    assert stream["provisional_p50_s"] != stream["provisional_p50_s"] or 0 < stream["provisional_p50_s"] <= stream["p50_s"]
     assert (tmp_path / "latency_cdf.png").stat().st_size > 1000
 
 
@@ -221,7 +224,7 @@ def test_guard_stream_decision_equals_guard_on_the_real_engine(channel):
     n=N request): its decision is what Guard returns for the same request, timings and token accounting
     aside."""
     request = pb.GuardRequest(question=QUESTION, num_paths=3, max_tokens=64, seed=11, scorer="majority",
-                              return_paths_text=True)
+                              return_paths_text=True, request_id="stream-vs-guard")
     events = list(stub(channel).GuardStream(request, timeout=300))
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[-1] == "decision" and kinds.count("path") == 3
