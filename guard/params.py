@@ -51,6 +51,7 @@ class Limits:
     max_temperature: float = 2.0
     max_seed: int = 2**63 - 1
     max_latency_budget_ms: int = 3_600_000
+    max_total_tokens: int = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class GuardParams:
     """Adaptive: stop when the leading answer stays the leader with at least this probability, in (0.5, 1]."""
     parallel_paths: int = Defaults.parallel_paths
     """Adaptive: paths sampled at once (num_paths or more: all at once, the rest aborted on a stop)."""
+    max_total_tokens: int | None = None
+    """Tokens the engine may generate for the request, all phases together (see guard.token_budget): the
+    guard samples fewer paths, skips ARS generation or probing rather than exceed it. None: no cap."""
     limits: Limits = field(default_factory=Limits, repr=False, compare=False)
     """Bounds the other fields were validated against."""
 
@@ -155,6 +159,12 @@ class GuardParams:
         if self.seed is not None:
             _check_int("seed", self.seed, 0, lim.max_seed)
         self._check_adaptive()
+        if self.max_total_tokens is not None:
+            _check_int("max_total_tokens", self.max_total_tokens, 1, lim.max_total_tokens)
+            if self.max_total_tokens < self.max_tokens:
+                raise InvalidArgumentError(
+                    "max_total_tokens", f"must allow one path: at least max_tokens ({self.max_tokens}), "
+                    f"got {self.max_total_tokens}")
         if self.latency_budget_ms is not None:
             _check_int("latency_budget_ms", self.latency_budget_ms, 1, lim.max_latency_budget_ms)
         if not isinstance(self.mode, Mode):

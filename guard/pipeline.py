@@ -7,7 +7,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from guard.answers import Answer, extract_answer, path_values
 from guard.ars import ArsCache, ArsOutcome, ars_cache_key, ars_seed, generate_ars
@@ -27,6 +27,7 @@ from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsag
 from guard.sampling import SamplingReport, StopRule, sample_stream
 from guard.scorers import SCORERS
 from guard.stages import Stage, StageClock, StageOutcome, within_budget
+from guard.token_budget import TokenPlan, plan_sampling, probes_fit
 
 logger = logging.getLogger(__name__)
 
@@ -198,14 +199,20 @@ class GuardPipeline:
 
     async def _guard(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget,
                      events: EventStream | None) -> GuardResult:
-        sampled = await self._sample(params, images, clock, budget, events)
+        plan = self._token_plan(params)
+        sampling_params = params if plan.num_paths == params.num_paths else replace(params, num_paths=plan.num_paths)
+        sampled = await self._sample(sampling_params, images, clock, budget, events, ars_allowed=plan.ars_allowed)
         ars = sampled.ars.value if sampled.ars is not None else None
-        outcomes = [o for o in (sampled.ars,) if o is not None]
+        outcomes = [o for o in (plan.outcome, sampled.ars) if o is not None]
         analysis = None
         if ars is not None and ars.sub_questions:
             if events is not None:
                 events.progress(Stage.PROBE, [p.answer for p in sampled.paths])
-            refined = await self.consistency.run(params, images, sampled.paths, ars.sub_questions, clock, budget)
+            spent = sum(u.generated_tokens for o in outcomes for u in o.usage.values()) + sampled.usage.generated_tokens
+            fits, why = probes_fit(params.max_total_tokens, spent, len(sampled.paths) * len(ars.sub_questions),
+                                   self.config.probe_max_tokens)
+            refined = (await self.consistency.run(params, images, sampled.paths, ars.sub_questions, clock, budget)
+                       if fits else StageOutcome.skipped(f"{why}; {ANSWER_ONLY}", Stage.PROBE, Stage.SCORE))
             outcomes.append(refined)
             analysis = refined.value
         if events is not None:
@@ -241,14 +248,22 @@ class GuardPipeline:
             sampling=sampled.report,
         )
 
+    def _token_plan(self, params: GuardParams) -> TokenPlan:
+        """What `max_total_tokens` allows: paths, and whether the ARS may be generated (reserved up front)."""
+        model_ars = (params.max_total_tokens is not None and SCORERS[params.scorer].uses_ars
+                     and not params.sub_questions
+                     and self.ars_cache.get(ars_cache_key(params.question, params.images)) is None)
+        reserve = self.config.ars_max_tokens * (1 + self.config.ars_retry_samples) if model_ars else 0
+        return plan_sampling(params.max_total_tokens, params.num_paths, params.max_tokens, reserve)
+
     async def _sample(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget,
-                      events: EventStream | None) -> _Sampled:
+                      events: EventStream | None, ars_allowed: bool = True) -> _Sampled:
         """Sample the paths; at the same time obtain the ARS (independent of the paths, so it adds no serial
         latency), waiting for it after sampling only as long as the budget allows."""
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
         sample_task = asyncio.ensure_future(self._sample_paths(params, prompt, events))
         ars_task = None
-        if SCORERS[params.scorer].uses_ars:
+        if SCORERS[params.scorer].uses_ars and ars_allowed:
             ars_task = asyncio.ensure_future(self._timed_ars(params, images, clock))
             if events is not None:
                 ars_task.add_done_callback(events.ars_done)

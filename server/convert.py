@@ -111,6 +111,7 @@ def request_to_params(req: pb.GuardRequest, defaults: Defaults, limits: Limits, 
         min_paths=_opt(req, "min_paths"),
         stop_level=_opt(req, "stop_level"),
         parallel_paths=_opt(req, "parallel_paths"),
+        max_total_tokens=_opt(req, "max_total_tokens"),
     )
 
 

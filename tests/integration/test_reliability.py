@@ -71,21 +71,47 @@ def test_real_server_still_answers_after_fuzzing(channel, sidecar):
     assert sidecar.proc.poll() is None
 
 
-def test_cancel_after_one_second_leaves_the_engine_idle(channel, sidecar):
+@pytest.mark.parametrize("kind", ["fixed", "adaptive", "stream"])
+def test_cancel_after_one_second_leaves_the_engine_idle(channel, sidecar, kind):
+    """Fixed N (one engine request), adaptive (one per path) and GuardStream: cancelling the call aborts
+    every engine request of it."""
+    import threading
+
     stub = guard_pb2_grpc.GuardServiceStub(channel)
     # Long enough to still be generating after a second (8 paths x up to 1024 tokens on 2 cores).
     req = pb.GuardRequest(question="Write a long story about apples. " + QUESTION, num_paths=8, max_tokens=1024,
-                          request_id="cancel-after-1s")
-    future = stub.Guard.future(req, timeout=300)
+                          request_id=f"cancel-after-1s-{kind}", adaptive=kind == "adaptive")
+    if kind == "stream":
+        call = stub.GuardStream(req, timeout=300)
+        events: list = []
+        reader = threading.Thread(target=lambda: events.extend(_drain(call)), daemon=True)
+        reader.start()
+    else:
+        call = stub.Guard.future(req, timeout=300)
     assert wait_for(lambda: metric(sidecar, "trace_guard_engine_requests_running") > 0, timeout=10) is not None
-    time.sleep(max(0.0, 1.0))
-    assert not future.done(), "the request finished before the cancel; make it longer"
-    future.cancel()
+    time.sleep(1.0)
+    assert not call.done(), "the request finished before the cancel; make it longer"
+    call.cancel()
     idle_after = wait_for(lambda: metric(sidecar, "trace_guard_engine_requests_running") == 0, timeout=10)
-    print(f"\nengine idle {idle_after}s after the cancel")
+    print(f"\n{kind}: engine idle {idle_after}s after the cancel")
     assert idle_after is not None, "engine still running requests 10 s after the client cancelled"
-    with pytest.raises(grpc.FutureCancelledError):
-        future.result()
+    if kind == "stream":
+        reader.join(10)
+        assert events and events[-1] == "cancelled"
+    else:
+        with pytest.raises(grpc.FutureCancelledError):
+            call.result()
+
+
+def _drain(call) -> list:
+    """Read a stream to its end; its last item says how it ended ("cancelled" for a cancel)."""
+    seen = []
+    try:
+        for event in call:
+            seen.append(event.WhichOneof("event"))
+    except grpc.RpcError as err:
+        seen.append("cancelled" if err.code() == grpc.StatusCode.CANCELLED else err.code().name)
+    return seen
 
 
 def _engine_core_pids(parent: int) -> list[int]:

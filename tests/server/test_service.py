@@ -345,10 +345,19 @@ async def test_adaptive_request_stops_early_and_says_so(scripted_server):
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"min_paths": 0}, "min_paths"), ({"stop_level": 0.2}, "stop_level"), ({"parallel_paths": -1}, "parallel_paths")],
+    [({"min_paths": 0}, "min_paths"), ({"stop_level": 0.2}, "stop_level"), ({"parallel_paths": -1}, "parallel_paths"),
+     ({"max_total_tokens": 10, "max_tokens": 64}, "max_total_tokens")],
 )
 async def test_adaptive_knobs_are_invalid_argument_naming_the_field(scripted_server, kwargs, field):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub(scripted_server).Guard(pb.GuardRequest(question="q?", adaptive=True, **kwargs))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(field)
+
+
+async def test_token_budget_over_grpc_drops_paths_and_says_so(scripted_server):
+    resp = await stub(scripted_server).Guard(pb.GuardRequest(question="q?", num_paths=8, max_tokens=16,
+                                                             max_total_tokens=40, scorer="majority"))
+    assert len(resp.paths) == 2 and "sample" in resp.degraded_stages
+    assert any("2 of 8 paths" in note for note in resp.notes)
+    assert sum(u.generated_tokens for u in resp.usage) <= 40
