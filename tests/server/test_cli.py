@@ -17,7 +17,9 @@ from tests.scripted_engine import ScriptedEngine
 async def _records(n_good: int, n_bad: int) -> list[replay.Record]:
     out = []
     unanimous = ScriptedEngine(paths=[" 3 + 4 = 7.\nAnswer: 7"], probe=lambda p, s: "7")
-    split_vote = ScriptedEngine(paths=[" Answer: 7", " Answer: 8", " Answer: 9"], probe=lambda p, s: p[-1])
+    # Each path works with its own value before its answer line: the probe reads that value.
+    split_vote = ScriptedEngine(paths=[" Take 7.\nAnswer: 7", " Take 8.\nAnswer: 8", " Take 9.\nAnswer: 9"],
+                                probe=lambda p, s: p.split("Take ")[1][0])
     for i in range(n_good):
         r = await GuardPipeline(unanimous).run(GuardParams(question="q?", num_paths=3, sub_questions=("s?",)))
         out.append(replay.Record.from_result(f"good{i}", "7", [], r))
@@ -58,7 +60,9 @@ async def test_format_response_shows_decision_ars_and_ffs():
 
 
 async def test_format_response_marks_echo_sub_questions():
-    engine = ScriptedEngine(paths=[" Answer: 12", " Answer: 12", " Answer: 11"], probe=lambda p, s: p.split()[-1])
+    # Each path's working ends with its own total, which the probe reads back.
+    engine = ScriptedEngine(paths=[" So 12.\nAnswer: 12", " So 12.\nAnswer: 12", " So 11.\nAnswer: 11"],
+                            probe=lambda p, s: p.split()[-1].rstrip("."))
     result = await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=3, sub_questions=("What total?",)))
     text = format_response(result_to_response(result, return_paths_text=False))
     # Every path answers the sub-question with its own final answer: an echo, no FFS.
@@ -113,10 +117,11 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
     finally:
         await stop_server(handle)
     default = guard_config(build_parser().parse_args(["serve"]))
-    assert default.defaults.score_mode.value == "contested" and default.probe_max_tokens == 12
+    # The probe defaults follow the probes benchmark (benchmarks/README.md, "Probes that read ...").
+    assert default.defaults.score_mode.value == "contested" and default.probe_max_tokens == 24
     # The default scorer follows the evaluation (benchmarks/README.md, "Does the guard help?").
     assert default.defaults.scorer == "majority"
-    assert default.probe_format.value == "legacy"
+    assert default.probe_format.value == "continue" and default.probe_read.value == "greedy"
     assert default.ars_retry_samples == GuardConfig.ars_retry_samples
     with pytest.raises(SystemExit):
         guard_config(build_parser().parse_args(["serve", "--probe-max-tokens", "0"]))
