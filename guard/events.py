@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from guard.answers import Answer, answers_equivalent, cluster_answers
+from guard.answers import Answer, answers_equivalent
 from guard.engine import Completion
 from guard.result import ArsSource, Decision, GuardResult
-from guard.sampling import StopCheck
+from guard.sampling import StopCheck, ranked_clusters
 from guard.stages import Stage
 
 
@@ -105,7 +105,7 @@ class EventStream:
 
     def progress(self, stage: Stage, answers: Sequence[Answer | None]) -> None:
         """The request moved on to `stage`; the leader among all its paths."""
-        clusters = sorted(cluster_answers(answers), key=lambda c: (-len(c), answers[c[0]].normalized))
+        clusters = ranked_clusters(answers)
         leader = answers[clusters[0][0]] if clusters else None
         share = len(clusters[0]) / len(answers) if clusters else 0.0
         self.emit(ProgressEvent(stage, leader, share, len(answers)))

@@ -44,6 +44,12 @@ def leader_stays_probability(leader: int, runner_up: int) -> float:
     return at_most_leader / 2**trials
 
 
+def ranked_clusters(answers: Sequence[Answer | None]) -> list[list[int]]:
+    """Groups of equivalent answers, largest first; equal sizes by the answer's text, so the leader never
+    depends on the order the paths finished in."""
+    return sorted(cluster_answers(answers), key=lambda c: (-len(c), answers[c[0]].normalized))
+
+
 @dataclass(frozen=True)
 class StopRule:
     """Stop once at least `min_paths` paths finished and the leading answer keeps the lead with
@@ -55,8 +61,7 @@ class StopRule:
 
     def check(self, answers: Sequence[Answer | None]) -> StopCheck:
         """The rule's verdict after these finished paths (None: a path without an answer, no vote)."""
-        # Largest first; equal sizes by the answer's text, so the leader never depends on finish order.
-        clusters = sorted(cluster_answers(answers), key=lambda c: (-len(c), answers[c[0]].normalized))
+        clusters = ranked_clusters(answers)
         leader = len(clusters[0]) if clusters else 0
         runner_up = len(clusters[1]) if len(clusters) > 1 else 0
         probability = leader_stays_probability(leader, runner_up) if leader else 0.0
