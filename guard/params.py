@@ -128,7 +128,7 @@ class GuardParams:
     stop_level: float = Defaults.stop_level
     """Adaptive: stop when the leading answer stays the leader with at least this probability, in (0.5, 1]."""
     parallel_paths: int = Defaults.parallel_paths
-    """Adaptive: paths sampled at once (num_paths or more: all at once, the rest aborted on a stop)."""
+    """Adaptive: most paths sampled at once; never more than the vote could still need (see guard.sampling)."""
     max_total_tokens: int | None = None
     """Tokens the engine may generate for the request, all phases together (see guard.token_budget): the
     guard samples fewer paths, skips ARS generation or probing rather than exceed it. None: no cap."""

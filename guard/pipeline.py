@@ -64,7 +64,8 @@ def _truncated(result: GenerationResult) -> int:
 
 
 def _read_answer(text: str, truncated: bool) -> Answer | None:
-    # As read_paths reads a path: one cut off by max_tokens has no answer.
+    # A path cut off by max_tokens never reached its conclusion; the last number in it is not an
+    # answer, so it may not vote.
     return None if truncated else extract_answer(text)
 
 
@@ -163,9 +164,7 @@ class GuardPipeline:
             PathResult(
                 index=i,
                 text=c.text,
-                # A path cut off by max_tokens never reached its conclusion; the last number in it
-                # is not an answer, so it may not vote.
-                answer=extract_answer(c.text) if not c.truncated else None,
+                answer=_read_answer(c.text, c.truncated),
                 num_tokens=c.num_tokens,
                 finish_reason=c.finish_reason,
                 mean_token_logprob=_mean_logprob(c.token_logprobs),

@@ -39,7 +39,8 @@ _MAX_TEXT_WORDS = 10
 
 # "the answer is correct" judges an earlier answer rather than stating one.
 _NOT_AN_ANSWER_START = frozenset(
-    ["correct", "incorrect", "right", "wrong", "reasonable", "plausible", "valid", "invalid", "consistent", "clear", "unclear", "not", "as", "that", "this", "below", "above", "given", "follows"]
+    "correct incorrect right wrong reasonable plausible valid invalid consistent clear unclear "
+    "not as that this below above given follows".split()
 )
 
 

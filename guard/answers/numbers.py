@@ -32,7 +32,7 @@ _UNIT_TOKEN_RE = re.compile(r"/?[A-Za-z][A-Za-z./²³]*(?:\^\{?\d\}?)?")
 _SINGLE_LETTER_UNITS = frozenset("mgshlLKVWJNACF")
 # Words after a number that change its meaning ("12 or 13", "5 more than x", "2 pi").
 _NON_UNIT_WORDS = frozenset(
-    ["or", "and", "to", "plus", "minus", "times", "over", "divided", "by", "than", "more", "less", "not", "out", "pi", "sqrt", "e", "i"]
+    "or and to plus minus times over divided by than more less not out pi sqrt e i".split()
 )
 _MAX_UNIT_TOKENS = 4
 
@@ -57,7 +57,8 @@ _TRAILING_WORKING_RE = re.compile(r"(?P<head>.*?\S)\s+\((?:[^()]|\([^()]*\))*\)"
 NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
-        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
     )
 }
 NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90})

@@ -17,7 +17,8 @@ _MATH_WEAK_OPERATOR_RE = re.compile(r"[-()]")
 _COEFFICIENT_VAR_RE = re.compile(r"-?\d+(?:\.\d+)?\s*[a-zA-Z]")
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _MATH_WORDS = frozenset(
-    ["sqrt", "frac", "dfrac", "tfrac", "pi", "infty", "inf", "cdot", "times", "div", "pm", "mp", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "arcsin", "arccos", "arctan", "left", "right", "le", "ge", "leq", "geq", "neq", "cup", "cap", "emptyset", "binom", "circ"]
+    "sqrt frac dfrac tfrac pi infty inf cdot times div pm mp sin cos tan cot sec csc log ln exp "
+    "arcsin arccos arctan left right le ge leq geq neq cup cap emptyset binom circ".split()
 )
 # Longer strings are prose or garbage; sympy on them is slow and pointless.
 _MAX_MATH_CHARS = 300

@@ -82,7 +82,7 @@ def _add_request_default_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--stop-level", type=float, default=Defaults.stop_level,
                    help="adaptive: stop when the leading answer stays the leader with this probability")
     s.add_argument("--parallel-paths", type=int, default=Defaults.parallel_paths,
-                   help="adaptive: paths sampled at once (--num-paths: all at once, the rest aborted on a stop)")
+                   help="adaptive: most paths sampled at once (never more than the vote could still need)")
 
 
 def _add_pipeline_args(s: argparse.ArgumentParser) -> None:
