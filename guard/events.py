@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from guard.answers import Answer, answers_equivalent
+from guard.confidence_abort import LOW_CONFIDENCE
 from guard.engine import Completion
 from guard.result import ArsSource, Decision, GuardResult
 from guard.sampling import StopCheck, ranked_clusters
@@ -27,12 +28,14 @@ class ProvisionalEvent:
 
 @dataclass(frozen=True)
 class PathEvent:
-    """One finished path (start order index), as soon as it ends."""
+    """One finished path (start order index), as soon as it ends; or one aborted early."""
 
     index: int
     answer: Answer | None
     num_tokens: int
     finish_reason: str | None
+    # Aborted before its end because its confidence collapsed (online DeepConf): it does not vote.
+    aborted: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,10 @@ class EventStream:
         self.paths_seen += 1
         if check is not None:
             self.emit(ProgressEvent(Stage.SAMPLE, check.leader, check.leader_share, self.paths_seen))
+
+    def path_aborted(self, index: int, num_tokens: int) -> None:
+        """A path was aborted for low confidence (the sampler's abort observer)."""
+        self.emit(PathEvent(index, None, num_tokens, LOW_CONFIDENCE, aborted=True))
 
     def ars_done(self, task: asyncio.Future) -> None:
         """Done-callback of the ARS task: the sub-questions, as soon as they are known."""

@@ -74,6 +74,10 @@ class Defaults:
     min_paths: int = 4
     stop_level: float = 0.95
     parallel_paths: int = 4
+    # Online DeepConf (guard.confidence_abort): off until the benchmarks say it should be on.
+    confidence_abort: bool = False
+    confidence_warmup: int = 4
+    confidence_keep: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,15 @@ class GuardParams:
     """Adaptive: stop when the leading answer stays the leader with at least this probability, in (0.5, 1]."""
     parallel_paths: int = Defaults.parallel_paths
     """Adaptive: most paths sampled at once; never more than the vote could still need (see guard.sampling)."""
+    confidence_abort: bool = Defaults.confidence_abort
+    """Online DeepConf (see guard.confidence_abort): paths sampled one engine request each, and a running
+    path whose sliding-window token confidence falls under a threshold set from the request's first
+    finished paths is aborted; aborted paths never vote."""
+    confidence_warmup: int = Defaults.confidence_warmup
+    """Confidence abort: finished paths that set the threshold (none is aborted before)."""
+    confidence_keep: float = Defaults.confidence_keep
+    """Confidence abort: share of paths the threshold keeps, in (0, 1]; the threshold is the (1 - keep)
+    quantile of the warm-up paths' lowest window confidence (0.9: DeepConf-high, 0.1: DeepConf-low)."""
     max_total_tokens: int | None = None
     """Tokens the engine may generate for the request, all phases together (see guard.token_budget): the
     guard samples fewer paths, skips ARS generation or probing rather than exceed it. None: no cap."""
@@ -192,6 +205,10 @@ class GuardParams:
         _check_int("min_paths", self.min_paths, 1, self.limits.max_num_paths)
         _check_int("parallel_paths", self.parallel_paths, 1, self.limits.max_num_paths)
         _check_float("stop_level", self.stop_level, 0.5, 1.0, low_open=True)
+        if not isinstance(self.confidence_abort, bool):
+            raise InvalidArgumentError("confidence_abort", f"must be a boolean, got {self.confidence_abort!r}")
+        _check_int("confidence_warmup", self.confidence_warmup, 1, self.limits.max_num_paths)
+        _check_float("confidence_keep", self.confidence_keep, 0.0, 1.0, low_open=True)
 
     def _check_images(self) -> None:
         lim = self.limits

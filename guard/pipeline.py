@@ -24,7 +24,7 @@ from guard.probe import ProbeRead
 from guard.prompts import ProbeFormat, PromptBuilder, PromptStyle
 from guard.refine import ANSWER_ONLY, ConsistencyStage
 from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage
-from guard.sampling import SamplingReport, StopRule, sample_stream
+from guard.sampling import PathPlan, SamplingReport, sample_stream
 from guard.scorers import SCORERS
 from guard.stages import Stage, StageClock, StageOutcome, within_budget
 from guard.token_budget import TokenPlan, plan_sampling, probes_fit
@@ -297,21 +297,16 @@ class GuardPipeline:
     ) -> tuple[GenerationResult, SamplingReport]:
         """All num_paths in one engine request; or a stream of single paths, stopped once the vote settles
         (adaptive) or once all num_paths finished (streaming events of a fixed-N request)."""
-        n = params.num_paths
-        spec = self.sample_spec(params, n)
-        adaptive = params.adaptive and n > 1
-        if not adaptive and events is None:
-            sampled = await self.engine.generate(prompt, spec, params.request_id)
-            return sampled, SamplingReport.fixed(n)
-        if adaptive:
-            rule, parallel = StopRule(min(params.min_paths, n), n, params.stop_level), params.parallel_paths
-        else:
-            rule, parallel = StopRule(n, n, 1.0), n
+        plan = PathPlan.of(params, streamed=events is not None)
+        spec = self.sample_spec(params, params.num_paths)
+        if plan is None:
+            return await self.engine.generate(prompt, spec, params.request_id), SamplingReport.fixed(params.num_paths)
         streamed = await sample_stream(
-            self.engine, prompt, spec, params.request_id, rule, parallel, _read_answer,
+            self.engine, prompt, spec, params.request_id, plan.rule, plan.parallel, _read_answer,
             on_path=events.path_finished if events is not None else None,
+            watch=plan.watch, on_abort=events.path_aborted if events is not None else None,
         )
-        return streamed.result, streamed.report if adaptive else SamplingReport.fixed(n)
+        return streamed.result, plan.report(streamed.report)
 
     async def _obtain_ars(self, params: GuardParams, images: list[object], usage: PhaseUsage) -> ArsOutcome:
         if params.sub_questions:

@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from guard.answers import Answer, cluster_answers
+from guard.confidence_abort import AbortRule, ConfidenceWatch
 from guard.engine import Completion, Engine, GenerationResult, Prompt, SampleSpec
+from guard.params import GuardParams
 
 
 class StopReason(enum.Enum):
@@ -100,6 +102,8 @@ class StopCheck:
 
 
 PathObserver = Callable[[int, Completion, "Answer | None", StopCheck], None]
+# (index, tokens generated) of a path aborted because its confidence collapsed.
+AbortObserver = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -108,13 +112,18 @@ class SamplingReport:
 
     adaptive: bool
     stop_reason: StopReason
-    # Paths the plan allowed (num_paths), started, finished (the ones that vote), and aborted unfinished.
+    # Paths the plan allowed (num_paths), started, finished (the ones that vote), and aborted unfinished
+    # when the vote settled.
     max_paths: int
     started: int
     finished: int
     aborted: int
     # The leader's probability of staying the leader when sampling stopped (adaptive only).
     leader_probability: float = 0.0
+    # Online DeepConf: paths aborted because their confidence collapsed, and the threshold (None: off,
+    # or the warm-up never finished).
+    aborted_low_confidence: int = 0
+    confidence_threshold: float | None = None
 
     @property
     def not_started(self) -> int:
@@ -123,6 +132,35 @@ class SamplingReport:
     @classmethod
     def fixed(cls, num_paths: int) -> SamplingReport:
         return cls(False, StopReason.FIXED, num_paths, num_paths, num_paths, 0)
+
+
+@dataclass(frozen=True)
+class PathPlan:
+    """How a request's paths are streamed: the stopping rule, how many run at once, and the confidence
+    watch (online DeepConf) if any."""
+
+    rule: StopRule
+    parallel: int
+    watch: ConfidenceWatch | None
+    adaptive: bool
+
+    @classmethod
+    def of(cls, params: GuardParams, streamed: bool) -> PathPlan | None:
+        """None: all num_paths in one engine request (nothing needs them one by one). Adaptive sampling,
+        the confidence abort and streamed events each sample one engine request per path; without
+        adaptive sampling all num_paths run at once and the vote never stops them."""
+        n = params.num_paths
+        adaptive = params.adaptive and n > 1
+        watched = params.confidence_abort and n > 1
+        if not (adaptive or watched or streamed):
+            return None
+        watch = ConfidenceWatch(AbortRule(params.confidence_warmup, params.confidence_keep)) if watched else None
+        if adaptive:
+            return cls(StopRule(min(params.min_paths, n), n, params.stop_level), params.parallel_paths, watch, True)
+        return cls(StopRule(n, n, 1.0), n, watch, False)
+
+    def report(self, report: SamplingReport) -> SamplingReport:
+        return report if self.adaptive else dataclasses.replace(report, adaptive=False, stop_reason=StopReason.FIXED)
 
 
 @dataclass(frozen=True)
@@ -143,16 +181,21 @@ async def sample_stream(
     parallel: int,
     read_answer: Callable[[str, bool], Answer | None],
     on_path: PathObserver | None = None,
+    watch: ConfidenceWatch | None = None,
+    on_abort: AbortObserver | None = None,
 ) -> StreamedPaths:
     """Sample up to `rule.max_paths` single-path requests, `parallel` at a time, until `rule` stops.
 
     Path i is sampled with seed `spec.seed + i` (when seeded), so a request's paths are reproducible
     whatever order they finish in. `read_answer(text, truncated)` reads a finished path's answer for the
     stopping rule; `on_path(index, completion, answer, check)` sees each finished path with the rule's
-    verdict after it. Cancelling the caller aborts every running path.
+    verdict after it. With a `watch`, each path is streamed token by token and aborted once its
+    confidence collapses (`on_abort(index, tokens)` sees it); aborted paths free their slot but count
+    against `rule.max_paths`. Cancelling the caller aborts every running path.
     """
     running: dict[asyncio.Future[GenerationResult], int] = {}
     finished: dict[int, GenerationResult] = {}
+    dropped: dict[int, GenerationResult] = {}
     answers: list[Answer | None] = []
     started = 0
     check = StopCheck(False, False, 0.0)
@@ -161,8 +204,15 @@ async def sample_stream(
         nonlocal started
         seed = None if spec.seed is None else spec.seed + started
         path_spec = dataclasses.replace(spec, n=1, seed=seed)
-        running[asyncio.ensure_future(engine.generate(prompt, path_spec, request_id))] = started
+        path = (engine.generate(prompt, path_spec, request_id) if watch is None
+                else watch.follow(engine.stream(prompt, path_spec, request_id)))
+        running[asyncio.ensure_future(path)] = started
         started += 1
+
+    def may_start(needed: int) -> bool:
+        # Aborted paths free their slot; the cap counts them.
+        return (not check.stop and len(running) < parallel and started - len(dropped) < needed
+                and started < rule.max_paths)
 
     try:
         while started < min(parallel, rule.paths_needed(check, 0)):
@@ -173,8 +223,16 @@ async def sample_stream(
             batch = []
             for task in sorted(done, key=running.__getitem__):
                 index = running.pop(task)
-                finished[index] = task.result()
-                completion = finished[index].completions[0]
+                result = task.result()
+                if not result.completions:
+                    dropped[index] = result
+                    if on_abort is not None:
+                        on_abort(index, result.aborted_tokens)
+                    continue
+                finished[index] = result
+                completion = result.completions[0]
+                if watch is not None:
+                    watch.finished(completion)
                 answers.append(read_answer(completion.text, completion.truncated))
                 batch.append((index, completion, answers[-1]))
             # Off the loop: clustering may call math-verify.
@@ -182,7 +240,7 @@ async def sample_stream(
             for index, completion, answer in batch if on_path is not None else ():
                 on_path(index, completion, answer, check)
             needed = rule.paths_needed(check, len(answers))
-            while not check.stop and len(running) < parallel and started < needed:
+            while may_start(needed):
                 start_one()
     finally:
         aborted = len(running)
@@ -191,14 +249,17 @@ async def sample_stream(
         if running:
             await asyncio.gather(*running, return_exceptions=True)
     reason = StopReason.SETTLED if check.settled else StopReason.MAX_PATHS
-    report = SamplingReport(True, reason, rule.max_paths, started, len(finished), aborted,
-                            check.leader_probability)
-    return StreamedPaths(_merge([finished[i] for i in sorted(finished)]), report)
+    report = SamplingReport(
+        True, reason, rule.max_paths, started, len(finished), aborted, check.leader_probability,
+        len(dropped), watch.threshold if watch is not None else None,
+    )
+    return StreamedPaths(_merge([finished[i] for i in sorted(finished)], list(dropped.values())), report)
 
 
-def _merge(results: Sequence[GenerationResult]) -> GenerationResult:
+def _merge(results: Sequence[GenerationResult], dropped: Sequence[GenerationResult]) -> GenerationResult:
     return GenerationResult(
         [c for r in results for c in r.completions],
         prompt_tokens=sum(r.prompt_tokens for r in results),
         cached_prompt_tokens=sum(r.cached_prompt_tokens for r in results),
+        aborted_tokens=sum(r.aborted_tokens for r in [*results, *dropped]),
     )

@@ -111,6 +111,9 @@ def request_to_params(req: pb.GuardRequest, defaults: Defaults, limits: Limits, 
         min_paths=_opt(req, "min_paths"),
         stop_level=_opt(req, "stop_level"),
         parallel_paths=_opt(req, "parallel_paths"),
+        confidence_abort=_opt(req, "confidence_abort"),
+        confidence_warmup=_opt(req, "confidence_warmup"),
+        confidence_keep=_opt(req, "confidence_keep"),
         max_total_tokens=_opt(req, "max_total_tokens"),
     )
 
@@ -172,6 +175,8 @@ def _sampling_to_pb(report: SamplingReport | None) -> pb.Sampling | None:
         aborted=report.aborted,
         not_started=report.not_started,
         leader_probability=report.leader_probability,
+        aborted_low_confidence=report.aborted_low_confidence,
+        confidence_threshold=report.confidence_threshold,
     )
 
 
@@ -218,6 +223,9 @@ def _defaults_to_pb(config: GuardConfig) -> pb.Defaults:
         min_paths=d.min_paths,
         stop_level=d.stop_level,
         parallel_paths=d.parallel_paths,
+        confidence_abort=d.confidence_abort,
+        confidence_warmup=d.confidence_warmup,
+        confidence_keep=d.confidence_keep,
     )
 
 
@@ -264,7 +272,7 @@ def event_to_pb(timed: Timed, return_paths_text: bool) -> pb.GuardEvent:
             answer=_answer(e.answer), path_index=e.path_index, text=e.text if return_paths_text else ""))
     elif isinstance(e, PathEvent):
         out.path.CopyFrom(pb.PathFinished(index=e.index, answer=_answer(e.answer), num_tokens=e.num_tokens,
-                                          finish_reason=e.finish_reason or ""))
+                                          finish_reason=e.finish_reason or "", aborted=e.aborted))
     elif isinstance(e, ArsEvent):
         out.ars.CopyFrom(pb.SubQuestions(sub_questions=e.sub_questions, source=_ARS_TO_PB[e.source]))
     elif isinstance(e, ProgressEvent):

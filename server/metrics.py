@@ -96,6 +96,10 @@ class GuardMetrics:
             "trace_guard_adaptive_paths_skipped_total", "Paths adaptive sampling did not finish: aborted "
             "unfinished when the vote settled, or never started.", ["outcome"], registry=r,
         )
+        self.paths_low_confidence = Counter(
+            "trace_guard_paths_aborted_low_confidence_total", "Paths the confidence abort (online DeepConf) "
+            "stopped mid-generation because their token confidence collapsed; they do not vote.", registry=r,
+        )
         self.sampling_stops = Counter(
             "trace_guard_sampling_stops_total", "Why guarded requests stopped sampling (fixed, settled, max_paths).",
             ["reason"], registry=r,
@@ -221,6 +225,7 @@ class GuardMetrics:
         report = result.sampling
         self.paths_used.observe(report.finished)
         self.sampling_stops.labels(report.stop_reason.value).inc()
+        self.paths_low_confidence.inc(report.aborted_low_confidence)
         if not report.adaptive:
             return
         self.paths_skipped.labels("aborted").inc(report.aborted)

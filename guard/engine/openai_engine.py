@@ -22,12 +22,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from guard.engine import GenerationResult, ModelInfo, Prompt, SampleSpec, ScoreItem, ScoreResult
+from guard.engine import GenerationResult, ModelInfo, PathUpdate, Prompt, SampleSpec, ScoreItem, ScoreResult
 from guard.engine.aio import gather_all
-from guard.engine.base import repeat_completions
+from guard.engine.base import repeat_completions, whole_path
 from guard.engine.chat import render_chat
 from guard.engine.openai_http import ReplicaFailed, UpstreamClient, api_base
 from guard.engine.openai_payloads import (
@@ -222,6 +222,11 @@ class OpenAIEngine:
     async def generate(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> GenerationResult:
         (result,) = await self.generate_many([prompt], spec, request_id)
         return result
+
+    def stream(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> AsyncIterator[PathUpdate]:
+        # The upstream is asked for whole completions: a path is seen once it is done, so online
+        # confidence checks cannot cut it short here (they still rank it once it ends).
+        return whole_path(self.generate(prompt, spec, request_id))
 
     async def generate_many(
         self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from vllm.sampling_params import SamplingParams
 
 
-def sampling_params(spec: SampleSpec) -> SamplingParams:
+def sampling_params(spec: SampleSpec, streamed: bool = False) -> SamplingParams:
+    """vLLM's parameters for `spec`; `streamed`: an output after every step (all tokens so far), else
+    only the finished request."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
     kwargs: dict[str, Any] = {
@@ -25,8 +27,7 @@ def sampling_params(spec: SampleSpec) -> SamplingParams:
         "seed": spec.seed,
         "stop": list(spec.stop) or None,
         "logprobs": spec.logprobs,
-        # Only the finished request is needed; skips per-step output objects.
-        "output_kind": RequestOutputKind.FINAL_ONLY,
+        "output_kind": RequestOutputKind.CUMULATIVE if streamed else RequestOutputKind.FINAL_ONLY,
     }
     if spec.json_schema is not None:
         kwargs["structured_outputs"] = StructuredOutputsParams(json=spec.json_schema)
@@ -65,24 +66,29 @@ def prompt_logprob(prompt_logprobs: Any, pos: int, token: int) -> float | None:
     return None if lp is None else float(lp.logprob)
 
 
+def top_logprobs(c: CompletionOutput, spec: SampleSpec, start: int = 0) -> list[list[float]]:
+    """Top-k log-probs of each generated token from position `start` on (DeepConf token confidence)."""
+    if not spec.logprobs or c.logprobs is None:
+        return []
+    return [top_k((float(lp.logprob) for lp in pos.values()), spec.logprobs)
+            for pos in c.logprobs[start:] if pos is not None]
+
+
 def to_completion(c: CompletionOutput, spec: SampleSpec) -> Completion:
     token_ids = list(c.token_ids)
     token_lps: list[float] = []
-    top_lps: list[list[float]] = []
     if spec.logprobs is not None and c.logprobs is not None:
         for tok, pos in zip(token_ids, c.logprobs):
             if pos is None:
                 continue
             chosen = pos.get(tok)
             token_lps.append(float(chosen.logprob) if chosen is not None else math.nan)
-            if spec.logprobs > 0:
-                top_lps.append(top_k((float(lp.logprob) for lp in pos.values()), spec.logprobs))
     return Completion(
         text=c.text,
         num_tokens=len(token_ids),
         finish_reason=c.finish_reason,
         token_logprobs=token_lps,
-        top_logprobs=top_lps,
+        top_logprobs=top_logprobs(c, spec),
     )
 
 

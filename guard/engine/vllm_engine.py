@@ -9,20 +9,20 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from guard.engine.aio import gather_all
-from guard.engine.base import Completion, GenerationResult, ModelInfo, Prompt, SampleSpec, repeat_completions
+from guard.engine.base import GenerationResult, ModelInfo, PathUpdate, Prompt, SampleSpec, repeat_completions
 from guard.engine.chat import render_chat
 from guard.engine.tokens import require_image_support
 from guard.engine.versions import warn_if_unsupported_vllm
-from guard.engine.vllm_convert import sampling_params, to_generation_result
+from guard.engine.vllm_convert import sampling_params, to_generation_result, top_logprobs
+from guard.engine.vllm_dtype import cpu_has_fast_bf16, on_cpu, resolve_dtype
 from guard.engine.vllm_scoring import VllmScoring
 from guard.engine.vllm_stats import EngineStats, stat_logger_factory
 from guard.engine.vllm_submit import VllmSubmission
-from guard.errors import EngineError, EngineNotReadyError
+from guard.errors import EngineError, EngineNotReadyError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -34,32 +34,6 @@ ENGINE_NAME = "vllm-inprocess"
 # KV cache size (GiB) for vLLM's CPU backend when the operator did not choose one; vLLM's own
 # fallback sizes it from a fraction of host memory, which is far too much next to other services.
 _DEFAULT_CPU_KVCACHE_GIB = "4"
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
-
-
-def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). Without it (AVX2 machines)
-    torch's bfloat16 matmuls are about 100x slower than float32 (measured on an AVX2 EPYC: 1 against
-    116 GFLOPS), so vLLM's CPU default of bfloat16 would make every request crawl."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return True  # unknown platform: leave vLLM's choice alone
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_dtype(requested: str, on_cpu: bool, fast_bf16: bool) -> str:
-    """The dtype to run: `auto` on a CPU without native bfloat16 is float32; anything else as asked."""
-    if requested == "auto" and on_cpu and not fast_bf16:
-        return "float32"
-    return requested
 
 
 class VllmEngine(VllmScoring, VllmSubmission):
@@ -173,8 +147,8 @@ class VllmEngine(VllmScoring, VllmSubmission):
         self._llm = llm
 
     def _run_dtype(self) -> str:
-        on_cpu = _on_cpu()
-        dtype = resolve_dtype(self._dtype, on_cpu, cpu_has_fast_bf16() if on_cpu else True)
+        cpu = on_cpu()
+        dtype = resolve_dtype(self._dtype, cpu, cpu_has_fast_bf16() if cpu else True)
         if dtype != self._dtype:
             logger.info("dtype auto -> %s: this CPU has no native bfloat16 (AVX512-BF16/AMX)", dtype)
         return dtype
@@ -201,7 +175,7 @@ class VllmEngine(VllmScoring, VllmSubmission):
             kwargs["max_num_seqs"] = self._max_num_seqs
         if self._block_size is not None:
             kwargs["block_size"] = self._block_size
-        if _on_cpu():
+        if on_cpu():
             # vLLM 0.32 on CPU kills the engine core when a seeded request's prefill is chunked
             # ("CPU Generator does not use offset" in _bookkeeping_sync): any client seed under
             # load would take the sidecar down. Whole-prompt prefill never discards a sampled token.
@@ -316,12 +290,32 @@ class VllmEngine(VllmScoring, VllmSubmission):
         params = sampling_params(spec)
         out = await self._run(llm, self._text_prompt(prompt), params, request_id, "g")
         if out is None:
-            return GenerationResult(
-                completions=[Completion("", 0, "abort") for _ in range(spec.n * copies)], prompt_tokens=0
-            )
+            return GenerationResult.aborted(spec.n * copies)
         result = to_generation_result(out, spec)
         result.completions = repeat_completions(result.completions, copies)
         return result
+
+    async def stream(self, prompt: Prompt, spec: SampleSpec, request_id: str) -> AsyncIterator[PathUpdate]:
+        if spec.n != 1:
+            raise InvalidArgumentError("n", "a streamed path is one completion")
+        llm = self._engine()
+        outputs = self._outputs(llm, self._text_prompt(prompt), sampling_params(spec, streamed=True), request_id, "s")
+        last, seen = None, 0
+        async with contextlib.aclosing(outputs) as stream:
+            async for out in stream:
+                last = out
+                if out.finished:
+                    break
+                c = out.outputs[0]
+                new = top_logprobs(c, spec, seen)
+                seen = len(c.logprobs or ())
+                yield PathUpdate(len(c.token_ids), new)
+        if last is None:
+            yield PathUpdate(0, [], GenerationResult.aborted(1))
+            return
+        tail = top_logprobs(last.outputs[0], spec, seen)
+        result = to_generation_result(last, spec)
+        yield PathUpdate(result.completions[0].num_tokens, tail, result)
 
     async def generate_many(
         self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from guard.engine.inflight import InFlight, context_overflow, require_request_id
@@ -43,11 +44,39 @@ class VllmSubmission:
         kind: str,
     ) -> RequestOutput | None:
         """Submit one engine request and wait for its final output; None if aborted pre-submit."""
+        final = None
+        async with contextlib.aclosing(self._outputs(llm, engine_prompt, params, request_id, kind)) as outputs:
+            async for out in outputs:
+                final = out
+        return final
+
+    async def _outputs(
+        self,
+        llm: AsyncLLM,
+        engine_prompt: dict[str, Any],
+        params: SamplingParams,
+        request_id: str,
+        kind: str,
+    ) -> AsyncIterator[RequestOutput]:
+        """Submit one engine request and yield its outputs as vLLM hands them out (only the final one
+        unless `params` asks for more); nothing if aborted pre-submit. Leaving early aborts the request."""
         require_request_id(request_id)
         eid = f"{request_id}:{kind}{next(self._ids)}"
         try:
             with self._inflight.track(request_id, eid):
-                return await self._submit(llm, engine_prompt, params, eid)
+                engine_input = await self._render(llm, engine_prompt)
+                if eid in self._aborted:
+                    return
+                seen = False
+                # From the first __anext__ to the request being registered with vLLM there is no
+                # suspension point (input is pre-rendered), so abort() can always find it.
+                # aclosing: if we leave early, GeneratorExit reaches AsyncLLM.generate, which aborts.
+                async with contextlib.aclosing(llm.generate(engine_input, params, eid)) as stream:
+                    async for out in stream:
+                        seen = True
+                        yield out
+                if not seen:
+                    raise EngineError(f"vLLM returned no output for {eid}")
         except asyncio.CancelledError:
             # AsyncLLM.generate has already aborted the engine request on its way out.
             raise
@@ -60,23 +89,6 @@ class VllmSubmission:
             raise self._wrap(exc, eid) from exc
         finally:
             self._aborted.discard(eid)
-
-    async def _submit(
-        self, llm: AsyncLLM, engine_prompt: dict[str, Any], params: SamplingParams, eid: str
-    ) -> RequestOutput | None:
-        engine_input = await self._render(llm, engine_prompt)
-        if eid in self._aborted:
-            return None
-        final = None
-        # From the first __anext__ to the request being registered with vLLM there is no
-        # suspension point (input is pre-rendered), so abort() can always find it.
-        # aclosing: if we leave early, GeneratorExit reaches AsyncLLM.generate, which aborts.
-        async with contextlib.aclosing(llm.generate(engine_input, params, eid)) as stream:
-            async for out in stream:
-                final = out
-        if final is None:
-            raise EngineError(f"vLLM returned no output for {eid}")
-        return final
 
     @staticmethod
     async def _render(llm: AsyncLLM, engine_prompt: dict[str, Any]) -> Any:

@@ -17,7 +17,7 @@ DEFAULT_ADDRESS = os.environ.get("TRACE_GUARD_ADDRESS", "127.0.0.1:50051")
 # `ask` flags that set an optional GuardRequest field of another name when given.
 _REQUEST_FIELDS = {"paths": "num_paths", "temperature": "temperature", "max_tokens": "max_tokens", "seed": "seed",
                    "budget_ms": "latency_budget_ms", "adaptive": "adaptive", "min_paths": "min_paths",
-                   "stop_level": "stop_level",
+                   "stop_level": "stop_level", "confidence_abort": "confidence_abort",
                    "max_total_tokens": "max_total_tokens"}
 
 
@@ -42,6 +42,8 @@ def add_ask_parser(sub) -> None:
                    help="adaptive sampling: stop once the vote is settled (--paths is then the most paths)")
     a.add_argument("--min-paths", type=int, help="adaptive: never stop before this many paths finished")
     a.add_argument("--stop-level", type=float, help="adaptive: leader's probability of staying the leader to stop")
+    a.add_argument("--confidence-abort", action=argparse.BooleanOptionalAction, default=None,
+                   help="online DeepConf: abort paths whose token confidence collapses (they do not vote)")
     a.add_argument("--max-total-tokens", type=int,
                    help="token budget: tokens the engine may generate for the request, all phases together")
     a.add_argument("--budget-ms", type=int, help="latency budget: skip or cut short probing/scoring past it")

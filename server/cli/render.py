@@ -71,10 +71,14 @@ def _costs(resp) -> list[str]:
 
 def _sampling(resp) -> list[str]:
     s = resp.sampling
-    if not s.adaptive:
-        return []
-    return [f"sampling: adaptive, {s.stop_reason} after {s.finished} of {s.max_paths} paths "
-            f"(P(leader stays) {s.leader_probability:.3f}; {s.aborted} aborted, {s.not_started} not started)"]
+    lines = []
+    if s.adaptive:
+        lines.append(f"sampling: adaptive, {s.stop_reason} after {s.finished} of {s.max_paths} paths "
+                     f"(P(leader stays) {s.leader_probability:.3f}; {s.aborted} aborted, {s.not_started} not started)")
+    if s.HasField("confidence_threshold") or s.aborted_low_confidence:
+        threshold = f"{s.confidence_threshold:.3f}" if s.HasField("confidence_threshold") else "not set"
+        lines.append(f"confidence abort: {s.aborted_low_confidence} path(s) aborted (threshold {threshold})")
+    return lines
 
 
 def format_response(resp, show_paths: bool = False) -> str:
@@ -94,6 +98,8 @@ def format_event(event) -> str:
         return f"{t} provisional answer: {_answer_text(event.provisional.answer)} (path {event.provisional.path_index})"
     if kind == "path":
         p = event.path
+        if p.aborted:
+            return f"{t} path {p.index} aborted: confidence collapsed after {p.num_tokens} tokens (does not vote)"
         answer = _answer_text(p.answer) if p.HasField("answer") else "no answer"
         return f"{t} path {p.index} finished: {answer} ({p.num_tokens} tokens, {p.finish_reason})"
     if kind == "ars":

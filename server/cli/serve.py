@@ -83,6 +83,13 @@ def _add_request_default_args(s: argparse.ArgumentParser) -> None:
                    help="adaptive: stop when the leading answer stays the leader with this probability")
     s.add_argument("--parallel-paths", type=int, default=Defaults.parallel_paths,
                    help="adaptive: most paths sampled at once (never more than the vote could still need)")
+    s.add_argument("--confidence-abort", action=argparse.BooleanOptionalAction, default=Defaults.confidence_abort,
+                   help="online DeepConf by default: abort a running path whose sliding-window token confidence "
+                        "falls under a threshold set from the request's first finished paths; requests may override")
+    s.add_argument("--confidence-warmup", type=int, default=Defaults.confidence_warmup,
+                   help="confidence abort: finished paths that set the threshold")
+    s.add_argument("--confidence-keep", type=float, default=Defaults.confidence_keep,
+                   help="confidence abort: share of paths the threshold keeps (0.9 DeepConf-high, 0.1 -low)")
 
 
 def _add_pipeline_args(s: argparse.ArgumentParser) -> None:
@@ -165,7 +172,8 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
         num_paths=args.num_paths, temperature=args.temperature, top_p=args.top_p,
         max_tokens=args.max_tokens, mode=Mode(args.mode), scorer=args.scorer,
         score_mode=ScoreMode(args.score_mode), adaptive=args.adaptive, min_paths=args.min_paths,
-        stop_level=args.stop_level, parallel_paths=args.parallel_paths,
+        stop_level=args.stop_level, parallel_paths=args.parallel_paths, confidence_abort=args.confidence_abort,
+        confidence_warmup=args.confidence_warmup, confidence_keep=args.confidence_keep,
     )
     limits = Limits(max_num_paths=args.max_num_paths)
     _check_defaults(defaults, limits)

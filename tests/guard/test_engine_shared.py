@@ -63,7 +63,7 @@ def test_the_cpu_extra_installs_a_supported_vllm():
     ],
 )
 def test_cpu_has_fast_bf16_reads_the_flags(cpuinfo, fast):
-    from guard.engine.vllm_engine import cpu_has_fast_bf16
+    from guard.engine.vllm_dtype import cpu_has_fast_bf16
 
     assert cpu_has_fast_bf16(cpuinfo) is fast
 
@@ -74,6 +74,6 @@ def test_cpu_has_fast_bf16_reads_the_flags(cpuinfo, fast):
      ("bfloat16", True, False, "bfloat16"), ("float32", True, True, "float32")],
 )
 def test_resolve_dtype_avoids_slow_bf16_only_when_left_to_auto(requested, on_cpu, fast, expected):
-    from guard.engine.vllm_engine import resolve_dtype
+    from guard.engine.vllm_dtype import resolve_dtype
 
     assert resolve_dtype(requested, on_cpu, fast) == expected
