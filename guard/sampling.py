@@ -160,7 +160,9 @@ class PathPlan:
         return cls(StopRule(n, n, 1.0), n, watch, False)
 
     def report(self, report: SamplingReport) -> SamplingReport:
-        return report if self.adaptive else dataclasses.replace(report, adaptive=False, stop_reason=StopReason.FIXED)
+        if self.adaptive:
+            return report
+        return dataclasses.replace(report, adaptive=False, stop_reason=StopReason.FIXED, leader_probability=0.0)
 
 
 @dataclass(frozen=True)

@@ -71,16 +71,17 @@ def test_real_server_still_answers_after_fuzzing(channel, sidecar):
     assert sidecar.proc.poll() is None
 
 
-@pytest.mark.parametrize("kind", ["fixed", "adaptive", "stream"])
+@pytest.mark.parametrize("kind", ["fixed", "adaptive", "stream", "confidence_abort"])
 def test_cancel_after_one_second_leaves_the_engine_idle(channel, sidecar, kind):
-    """Fixed N (one engine request), adaptive (one per path) and GuardStream: cancelling the call aborts
-    every engine request of it."""
+    """Fixed N (one engine request), adaptive (one per path), GuardStream and the confidence abort (one
+    streamed engine request per path): cancelling the call aborts every engine request of it."""
     import threading
 
     stub = guard_pb2_grpc.GuardServiceStub(channel)
     # Long enough to still be generating after a second (8 paths x up to 1024 tokens on 2 cores).
     req = pb.GuardRequest(question="Write a long story about apples. " + QUESTION, num_paths=8, max_tokens=1024,
-                          request_id=f"cancel-after-1s-{kind}", adaptive=kind == "adaptive")
+                          request_id=f"cancel-after-1s-{kind}", adaptive=kind == "adaptive",
+                          confidence_abort=kind == "confidence_abort")
     if kind == "stream":
         call = stub.GuardStream(req, timeout=300)
         events: list = []

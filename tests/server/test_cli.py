@@ -150,9 +150,41 @@ async def test_serve_adaptive_and_probe_read_flags_reach_the_pipeline_and_get_in
     assert not guard_config(build_parser().parse_args(["serve"])).defaults.adaptive
 
 
+async def test_serve_confidence_abort_flags_reach_get_info():
+    from server.pb import guard_pb2 as pb
+    from server.pb import guard_pb2_grpc
+    from tests.server.conftest import start_server, stop_server
+
+    config = guard_config(build_parser().parse_args(
+        ["serve", "--confidence-abort", "--confidence-warmup", "3", "--confidence-keep", "0.5"]))
+    d = config.defaults
+    assert (d.confidence_abort, d.confidence_warmup, d.confidence_keep) == (True, 3, 0.5)
+    handle = await start_server(ScriptedEngine(), config)
+    try:
+        info = await guard_pb2_grpc.GuardServiceStub(handle.channel).GetInfo(pb.GetInfoRequest())
+        assert info.defaults.confidence_abort and info.defaults.confidence_warmup == 3
+        assert info.defaults.confidence_keep == pytest.approx(0.5)
+    finally:
+        await stop_server(handle)
+    assert not guard_config(build_parser().parse_args(["serve"])).defaults.confidence_abort
+
+
+def test_ask_confidence_abort_flag_and_the_aborted_line_render():
+    from server.cli.ask import guard_request
+    from server.cli.render import format_event
+    from server.pb import guard_pb2 as pb
+
+    assert guard_request(build_parser().parse_args(["ask", "q?", "--confidence-abort"])).confidence_abort
+    assert not guard_request(build_parser().parse_args(["ask", "q?"])).HasField("confidence_abort")
+    line = format_event(pb.GuardEvent(elapsed_ms=5, path=pb.PathFinished(index=3, num_tokens=17, aborted=True,
+                                                                         finish_reason="low_confidence")))
+    assert "path 3 aborted" in line and "17 tokens" in line
+
+
 @pytest.mark.parametrize(
     ("flags", "named"),
-    [(["--min-paths", "0"], "--min-paths"), (["--stop-level", "0.5"], "--stop-level"),
+    [(["--confidence-warmup", "0"], "--confidence-warmup"), (["--confidence-keep", "0"], "--confidence-keep"),
+     (["--min-paths", "0"], "--min-paths"), (["--stop-level", "0.5"], "--stop-level"),
      (["--parallel-paths", "0"], "--parallel-paths"), (["--num-paths", "0"], "--num-paths")],
 )
 def test_serve_refuses_bad_request_defaults_naming_the_flag(flags, named):

@@ -120,3 +120,31 @@ async def test_raw_mode_stream_commits_its_one_answer(scripted_server):
     events = await collect(stub(scripted_server).GuardStream(pb.GuardRequest(question="q?", mode=pb.MODE_RAW)))
     assert [e.WhichOneof("event") for e in events] == ["provisional", "path", "decision"]
     assert not events[-1].decision.retracted and events[-1].decision.response.decision == pb.DECISION_RAW
+
+
+async def test_confidence_abort_over_grpc_reports_aborted_paths_events_and_metric():
+    from tests.scripted_engine import UNSURE_WORD
+
+    sure = " ".join(["step"] * 20) + " Answer: 12"
+    unsure = " ".join(["step"] + [UNSURE_WORD] * 39) + " Answer: 9"
+    engine = ScriptedEngine(paths=[sure] * 4 + [unsure] * 2, word_seconds=0.002)
+    handle = await start_server(engine)
+    try:
+        request = pb.GuardRequest(question="q?", num_paths=6, scorer="majority", confidence_abort=True,
+                                  confidence_warmup=4)
+        events = await collect(stub(handle).GuardStream(request))
+        aborted = [e.path for e in events if e.HasField("path") and e.path.aborted]
+        assert sorted(p.index for p in aborted) == [4, 5]
+        assert all(p.finish_reason == "low_confidence" and not p.HasField("answer") for p in aborted)
+        s = events[-1].decision.response.sampling
+        assert s.aborted_low_confidence == 2 and s.finished == 4 and s.confidence_threshold == pytest.approx(1.55)
+        assert events[-1].decision.response.answer.normalized == "12"
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{handle.server.metrics_port}/metrics").read().decode())
+        assert "trace_guard_paths_aborted_low_confidence_total 2.0" in text
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(handle).Guard(pb.GuardRequest(question="q?", confidence_abort=True, confidence_keep=0.0))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("confidence_keep")
+    finally:
+        await stop_server(handle)
