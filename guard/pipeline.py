@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 
 from guard.answers import Answer, extract_answer, path_values
-from guard.ars import ArsCache, ArsOutcome, ars_cache_key, ars_seed, generate_ars
+from guard.ars import ArsCache, ArsOutcome
+from guard.ars_stage import ArsStage
 from guard.assemble import decide_paths
 from guard.budget import Budget, StageCostModel
 from guard.engine import Engine, GenerationResult, Prompt, SampleSpec
 from guard.engine.tokens import require_image_support
-from guard.errors import EngineError
 from guard.events import EventSink, EventStream
 from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
@@ -95,6 +94,8 @@ class GuardPipeline:
         self.config = config or GuardConfig()
         self.ars_cache = ArsCache(self.config.ars_cache_entries)
         self.prompts = PromptBuilder(self.config.prompt_style, engine.render_chat, self.config.probe_format)
+        self.ars = ArsStage(engine, self.prompts, self.ars_cache, self.config.limits.max_sub_questions,
+                            self.config.ars_max_tokens, self.config.ars_retry_samples)
         self.costs = StageCostModel()
         self.consistency = ConsistencyStage(
             engine, self.prompts, self.costs, self.config.probe_max_tokens, self.config.policy.ffs_agreement,
@@ -254,7 +255,7 @@ class GuardPipeline:
         """What `max_total_tokens` allows: paths, and whether the ARS may be generated (reserved up front)."""
         model_ars = (params.max_total_tokens is not None and SCORERS[params.scorer].uses_ars
                      and not params.sub_questions
-                     and self.ars_cache.get(ars_cache_key(params.question, params.images)) is None)
+                     and self.ars.cached(params) is None)
         reserve = self.config.ars_max_tokens * (1 + self.config.ars_retry_samples) if model_ars else 0
         return plan_sampling(params.max_total_tokens, params.num_paths, params.max_tokens, reserve)
 
@@ -266,7 +267,7 @@ class GuardPipeline:
         sample_task = asyncio.ensure_future(self._sample_paths(params, prompt, events))
         ars_task = None
         if SCORERS[params.scorer].uses_ars and ars_allowed:
-            ars_task = asyncio.ensure_future(self._timed_ars(params, images, clock))
+            ars_task = asyncio.ensure_future(self.ars.timed(params, images, clock))
             if events is not None:
                 ars_task.add_done_callback(events.ars_done)
         try:
@@ -307,35 +308,3 @@ class GuardPipeline:
             watch=plan.watch, on_abort=events.path_aborted if events is not None else None,
         )
         return streamed.result, plan.report(streamed.report)
-
-    async def _obtain_ars(self, params: GuardParams, images: list[object], usage: PhaseUsage) -> ArsOutcome:
-        if params.sub_questions:
-            return ArsOutcome(list(params.sub_questions), ArsSource.REQUEST)
-        key = ars_cache_key(params.question, params.images)
-        cached = self.ars_cache.get(key)
-        if cached is not None:
-            return ArsOutcome(cached, ArsSource.CACHE)
-        outcome = await generate_ars(
-            self.engine, self.prompts, params.question, images,
-            self.config.limits.max_sub_questions, self.config.ars_max_tokens, params.request_id, usage,
-            retry_samples=self.config.ars_retry_samples, seed=ars_seed(params.question, params.images),
-        )
-        if outcome.sub_questions:
-            self.ars_cache.put(key, outcome.sub_questions)
-        return outcome
-
-    async def _timed_ars(self, params: GuardParams, images: list[object],
-                         clock: StageClock) -> StageOutcome[ArsOutcome]:
-        start = time.perf_counter()
-        usage = PhaseUsage()
-        try:
-            outcome = await self._obtain_ars(params, images, usage)
-        except EngineError as exc:
-            # The ARS only refines the confidence: without it the guard still answers (answer-only
-            # consistency, ars_error says why). A dead engine fails the sampling anyway.
-            logger.warning("request %s: ARS generation failed: %s", params.request_id, exc)
-            outcome = ArsOutcome([], ArsSource.NONE, f"ARS generation failed: {exc}")
-        finally:
-            # Runs concurrently with sampling, so it is a timing of its own, not part of "sample".
-            clock.add(Stage.ARS, (time.perf_counter() - start) * 1e3)
-        return StageOutcome(outcome, {Stage.ARS: usage})
