@@ -20,10 +20,11 @@ from guard.images import decode_images
 from guard.params import Defaults, GuardParams, Limits, Mode
 from guard.policy import Policy
 from guard.probe import ProbeRead
+from guard.probe_ahead import ProbeAhead
 from guard.prompts import ProbeFormat, PromptBuilder, PromptStyle
 from guard.refine import ANSWER_ONLY, ConsistencyStage
 from guard.result import ArsSource, Decision, GuardResult, PathResult, PhaseUsage
-from guard.sampling import PathPlan, SamplingReport, sample_stream
+from guard.sampling import PathObserver, PathPlan, SamplingReport, sample_stream
 from guard.scorers import SCORERS
 from guard.stages import Stage, StageClock, StageOutcome, within_budget
 from guard.token_budget import TokenPlan, plan_sampling, probes_fit
@@ -75,6 +76,19 @@ def _mean_logprob(token_logprobs: list[float]) -> float:
 def _usage(result: GenerationResult) -> PhaseUsage:
     return PhaseUsage(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens,
                       _truncated(result))
+
+
+def _each(*observers: PathObserver | None) -> PathObserver | None:
+    """One path observer that calls each of these."""
+    chosen = [o for o in observers if o is not None]
+    if not chosen:
+        return None
+
+    def observe(*args) -> None:
+        for observer in chosen:
+            observer(*args)
+
+    return observe
 
 
 @dataclass(frozen=True)
@@ -204,20 +218,20 @@ class GuardPipeline:
                      events: EventStream | None) -> GuardResult:
         plan = self._token_plan(params)
         sampling_params = params if plan.num_paths == params.num_paths else replace(params, num_paths=plan.num_paths)
-        sampled = await self._sample(sampling_params, images, clock, budget, events, ars_allowed=plan.ars_allowed)
-        ars = sampled.ars.value if sampled.ars is not None else None
-        outcomes = [o for o in (plan.outcome, sampled.ars) if o is not None]
-        analysis = None
-        if ars is not None and ars.sub_questions:
-            if events is not None:
-                events.progress(Stage.PROBE, [p.answer for p in sampled.paths])
-            spent = sum(u.generated_tokens for o in outcomes for u in o.usage.values()) + sampled.usage.generated_tokens
-            fits, why = probes_fit(params.max_total_tokens, spent, len(sampled.paths) * len(ars.sub_questions),
-                                   self.config.probe_max_tokens)
-            refined = (await self.consistency.run(params, images, sampled.paths, ars.sub_questions, clock, budget)
-                       if fits else StageOutcome.skipped(f"{why}; {ANSWER_ONLY}", Stage.PROBE, Stage.SCORE))
-            outcomes.append(refined)
-            analysis = refined.value
+        ahead = self._probe_ahead(sampling_params, images, streamed=events is not None)
+        try:
+            sampled = await self._sample(sampling_params, images, clock, budget, events, plan.ars_allowed, ahead)
+            ars = sampled.ars.value if sampled.ars is not None else None
+            outcomes = [o for o in (plan.outcome, sampled.ars) if o is not None]
+            analysis = None
+            if ars is not None and ars.sub_questions:
+                refined = await self._refine(params, images, sampled, ars.sub_questions, outcomes, clock, budget,
+                                             events, ahead)
+                outcomes.append(refined)
+                analysis = refined.value
+        finally:
+            if ahead is not None:
+                ahead.cancel()
         if events is not None:
             events.progress(Stage.DECIDE, [p.answer for p in sampled.paths])
         with clock.stage(Stage.DECIDE):
@@ -251,6 +265,27 @@ class GuardPipeline:
             sampling=sampled.report,
         )
 
+    async def _refine(self, params: GuardParams, images: list[object], sampled: _Sampled, sub_questions: list[str],
+                      outcomes: list[StageOutcome], clock: StageClock, budget: Budget, events: EventStream | None,
+                      ahead: ProbeAhead | None) -> StageOutcome:
+        """Probe and score the sub-questions, unless the token budget leaves no room for the probes."""
+        if events is not None:
+            events.progress(Stage.PROBE, [p.answer for p in sampled.paths])
+        spent = sum(u.generated_tokens for o in outcomes for u in o.usage.values()) + sampled.usage.generated_tokens
+        fits, why = probes_fit(params.max_total_tokens, spent, len(sampled.paths) * len(sub_questions),
+                               self.config.probe_max_tokens)
+        if not fits:
+            return StageOutcome.skipped(f"{why}; {ANSWER_ONLY}", Stage.PROBE, Stage.SCORE)
+        return await self.consistency.run(params, images, sampled.paths, sub_questions, clock, budget, ahead)
+
+    def _probe_ahead(self, params: GuardParams, images: list[object], streamed: bool) -> ProbeAhead | None:
+        """Probe each path as it ends (guard.probe_ahead) when paths are sampled one by one and the scorer
+        probes; not under a latency or token budget, which may yet skip probing."""
+        if (PathPlan.of(params, streamed) is None or not SCORERS[params.scorer].uses_ars
+                or params.latency_budget_ms is not None or params.max_total_tokens is not None):
+            return None
+        return ProbeAhead(lambda text, subs, usage: self.consistency.probe_batch(params, images, [text], subs, usage))
+
     def _token_plan(self, params: GuardParams) -> TokenPlan:
         """What `max_total_tokens` allows: paths, and whether the ARS may be generated (reserved up front)."""
         model_ars = (params.max_total_tokens is not None and SCORERS[params.scorer].uses_ars
@@ -260,16 +295,17 @@ class GuardPipeline:
         return plan_sampling(params.max_total_tokens, params.num_paths, params.max_tokens, reserve)
 
     async def _sample(self, params: GuardParams, images: list[object], clock: StageClock, budget: Budget,
-                      events: EventStream | None, ars_allowed: bool = True) -> _Sampled:
+                      events: EventStream | None, ars_allowed: bool = True, ahead: ProbeAhead | None = None) -> _Sampled:
         """Sample the paths; at the same time obtain the ARS (independent of the paths, so it adds no serial
         latency), waiting for it after sampling only as long as the budget allows."""
         prompt = self.prompts.path_prompt(params.question, params.system_prompt, images)
-        sample_task = asyncio.ensure_future(self._sample_paths(params, prompt, events))
+        sample_task = asyncio.ensure_future(self._sample_paths(params, prompt, events, ahead))
         ars_task = None
         if SCORERS[params.scorer].uses_ars and ars_allowed:
             ars_task = asyncio.ensure_future(self.ars.timed(params, images, clock))
-            if events is not None:
-                ars_task.add_done_callback(events.ars_done)
+            for observer in (events, ahead):
+                if observer is not None:
+                    ars_task.add_done_callback(observer.ars_done)
         try:
             with clock.stage(Stage.SAMPLE):
                 sampled, report = await clock.engine(sample_task)
@@ -294,7 +330,7 @@ class GuardPipeline:
         return _Sampled(paths, top_logprobs, _usage(sampled), ars, report)
 
     async def _sample_paths(
-        self, params: GuardParams, prompt: Prompt, events: EventStream | None
+        self, params: GuardParams, prompt: Prompt, events: EventStream | None, ahead: ProbeAhead | None
     ) -> tuple[GenerationResult, SamplingReport]:
         """All num_paths in one engine request; or a stream of single paths, stopped once the vote settles
         (adaptive) or once all num_paths finished (streaming events of a fixed-N request)."""
@@ -304,7 +340,8 @@ class GuardPipeline:
             return await self.engine.generate(prompt, spec, params.request_id), SamplingReport.fixed(params.num_paths)
         streamed = await sample_stream(
             self.engine, prompt, spec, params.request_id, plan.rule, plan.parallel, _read_answer,
-            on_path=events.path_finished if events is not None else None,
+            on_path=_each(events.path_finished if events is not None else None,
+                          ahead.path_finished if ahead is not None else None),
             watch=plan.watch, on_abort=events.path_aborted if events is not None else None,
         )
         return streamed.result, plan.report(streamed.report)

@@ -20,6 +20,7 @@ from guard.probe import (
     read_values,
     score_candidates,
 )
+from guard.probe_ahead import ProbeAhead
 from guard.prompts import PromptBuilder
 from guard.result import PathResult, PhaseUsage
 from guard.stages import Stage, StageClock, StageOutcome, budget_note, within_budget
@@ -42,9 +43,12 @@ class ConsistencyStage:
 
     async def run(
         self, params: GuardParams, images: Sequence[object], paths: list[PathResult], sub_questions: list[str],
-        clock: StageClock, budget: Budget,
+        clock: StageClock, budget: Budget, ahead: ProbeAhead | None = None,
     ) -> StageOutcome[ArsAnalysis]:
-        probed = await self._probe(params, images, paths, sub_questions, clock, budget)
+        """`ahead`: probes already started while sampling (taken over when they asked these sub-questions)."""
+        if ahead is not None and not ahead.covers(sub_questions):
+            ahead = None
+        probed = await self._probe(params, images, paths, sub_questions, clock, budget, ahead)
         if probed.value is None:
             return probed
         scored = await self._score(params, probed.value, clock, budget)
@@ -65,7 +69,8 @@ class ConsistencyStage:
         fits = remaining > 0 and (expected is None or expected <= remaining)
         return fits, budget_note(remaining, expected)
 
-    async def _probe(self, params, images, paths, sub_questions, clock, budget) -> StageOutcome[ProbeOutcome]:
+    async def _probe(self, params, images, paths, sub_questions, clock, budget,
+                     ahead: ProbeAhead | None) -> StageOutcome[ProbeOutcome]:
         n_probe = len(paths) * len(sub_questions)
         fits, why = self._fits(Stage.PROBE, n_probe, budget)
         if not fits:
@@ -75,8 +80,8 @@ class ConsistencyStage:
         start = time.perf_counter()
         try:
             with clock.stage(Stage.PROBE):
-                probes = await within_budget(clock.engine(self._ask(params, images, paths, sub_questions, usage)),
-                                             budget)
+                probes = await within_budget(
+                    clock.engine(self._ask(params, images, paths, sub_questions, usage, ahead)), budget)
         except InvalidArgumentError as exc:
             # Probe prompts carry a whole path; when one no longer fits the context the guard answers
             # without the ARS instead of failing a request whose own prompt fitted.
@@ -86,21 +91,35 @@ class ConsistencyStage:
         if probes is None:
             return StageOutcome.skipped(f"latency budget: probing cut short; {ANSWER_ONLY}",
                                         Stage.PROBE, Stage.SCORE, usage={Stage.PROBE: usage})
-        self.costs.observe(Stage.PROBE, n_probe, (time.perf_counter() - start) * 1e3)
+        if ahead is None:
+            # Early probes overlapped sampling: their wait says nothing about what probing costs.
+            self.costs.observe(Stage.PROBE, n_probe, (time.perf_counter() - start) * 1e3)
         return StageOutcome(probes, {Stage.PROBE: usage})
 
     async def _ask(self, params: GuardParams, images, paths: list[PathResult], sub_questions: list[str],
-                   usage: PhaseUsage) -> ProbeOutcome:
-        """One batch of greedy probes; under ProbeRead.VALUES, then one batch scoring each path's values."""
-        probes = await probe_paths(
-            self.engine, self.prompts, params.question, [p.text for p in paths], sub_questions,
-            system_prompt=params.system_prompt, images=images, max_tokens=self.probe_max_tokens,
-            request_id=params.request_id, usage=usage,
-        )
+                   usage: PhaseUsage, ahead: ProbeAhead | None) -> ProbeOutcome:
+        """One batch of greedy probes (or the early ones and the rest); under ProbeRead.VALUES, then one
+        batch scoring each path's values."""
+        if ahead is not None:
+            try:
+                probes = await ahead.collect([p.text for p in paths])
+            finally:
+                usage.add(**vars(ahead.usage))
+        else:
+            probes = await self.probe_batch(params, images, [p.text for p in paths], sub_questions, usage)
         if self.probe_read is ProbeRead.GREEDY:
             return probes
         plan = plan_value_reading(self.prompts, probes, [p.path_values for p in paths])
         return await read_values(self.engine, plan, probes, request_id=params.request_id, usage=usage)
+
+    async def probe_batch(self, params: GuardParams, images: Sequence[object], texts: Sequence[str],
+                          sub_questions: Sequence[str], usage: PhaseUsage) -> ProbeOutcome:
+        """Every sub-question of every path in one batch of greedy probes."""
+        return await probe_paths(
+            self.engine, self.prompts, params.question, texts, sub_questions,
+            system_prompt=params.system_prompt, images=images, max_tokens=self.probe_max_tokens,
+            request_id=params.request_id, usage=usage,
+        )
 
     async def _score(self, params, probes: ProbeOutcome, clock: StageClock,
                      budget: Budget) -> StageOutcome[list[list[SoftAnswer | None]]]:
