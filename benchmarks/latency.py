@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also an adaptive-sampling arm per scorer and N, with this many paths at once (repeatable)")
     p.add_argument("--stream", action="store_true",
                    help="also a GuardStream arm per scorer and N: time to the provisional answer and to the decision")
+    p.add_argument("--confidence-abort", action="store_true",
+                   help="also an arm per scorer and N with the confidence abort (online DeepConf) on")
     p.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--peer", choices=["optillm"], help="also measure the optillm proxy in front of a vLLM "
@@ -177,6 +179,8 @@ def guard_arms(stub, args, paths: list[int], scorers: list[str]) -> list[tuple[s
                 arms.append((f"guard-{s}-n{n}", guard_call(stub, request)))
             if args.stream:
                 arms.append((f"stream-{s}-n{n}", stream_call(stub, request)))
+            if args.confidence_abort:
+                arms.append((f"guard-{s}-confabort-n{n}", guard_call(stub, {**request, "confidence_abort": True})))
             for parallel in args.adaptive or []:
                 # Adaptive sampling: at most n paths, `parallel` at a time, stopped once the vote settles.
                 arms.append((f"guard-{s}-adaptive-p{parallel}-n{n}",

@@ -116,6 +116,8 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                 scorer="trace" if ars != "none" else "majority", score_mode=args.score_mode,
                 request_id=problem.id, adaptive=args.adaptive, min_paths=args.min_paths,
                 parallel_paths=args.parallel_paths, stop_level=args.stop_level,
+                confidence_abort=args.confidence_abort, confidence_warmup=args.confidence_warmup,
+                confidence_keep=args.confidence_keep,
             )
             rec = records.Record.from_result(problem.id, problem.answer, gold_subs, await pipeline.run(params),
                                              question=problem.question)
@@ -198,6 +200,8 @@ def records_file_name(name: str, ars: str, args) -> str:
         parts.append(f"read-{args.probe_read}")
     if args.adaptive:
         parts.append(f"adaptive-m{args.min_paths}-p{args.parallel_paths}-s{args.stop_level:g}")
+    if args.confidence_abort:
+        parts.append(f"confabort-w{args.confidence_warmup}-k{args.confidence_keep:g}")
     return "records-" + "-".join(parts) + ".jsonl"
 
 
@@ -458,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a probe's answer is read (the serve flag of the same name)")
     p.add_argument("--adaptive", action="store_true",
                    help="adaptive sampling: stop once the vote is settled (--num-paths is then the most paths)")
+    p.add_argument("--confidence-abort", action="store_true",
+                   help="online DeepConf: abort paths whose token confidence collapses (engine tokens are counted)")
+    p.add_argument("--confidence-warmup", type=int, default=Defaults.confidence_warmup)
+    p.add_argument("--confidence-keep", type=float, default=Defaults.confidence_keep)
     p.add_argument("--min-paths", type=int, default=Defaults.min_paths)
     p.add_argument("--parallel-paths", type=int, default=Defaults.parallel_paths)
     p.add_argument("--stop-level", type=float, default=Defaults.stop_level)
