@@ -1,8 +1,8 @@
 """Online DeepConf: abort a running path once its token confidence collapses.
 
 DeepConf (Fu et al. 2025) scores a path by its lowest group confidence: the mean token confidence (minus
-the mean top-k log-probability) over a sliding window of tokens. Online, the first `warmup` paths of a
-request run to the end and set a threshold, the (1 - keep) quantile of their lowest group confidences;
+the mean top-k log-probability) over a sliding window of tokens. Online, the first `warmup` paths a
+request starts run to the end and set a threshold, the (1 - keep) quantile of their lowest group confidences;
 every later window of a running path is checked as its tokens arrive, and a path whose window falls
 under the threshold is aborted. Paths already running when the threshold is set are checked from then
 on, against every window they have had. Aborted paths are reported, never counted as votes.
@@ -72,9 +72,11 @@ class ConfidenceWatch:
         self.threshold: float | None = None
         self.aborted = 0
 
-    def finished(self, completion: Completion) -> None:
-        """A path ran to its end: until the threshold is set, it is part of the warm-up."""
-        if self.threshold is None:
+    def finished(self, index: int, completion: Completion) -> None:
+        """Path `index` (start order) ran to its end. The warm-up is the first `warmup` paths started, not
+        the first to finish: those are the shortest, and a short path has fewer windows to be low in, so
+        a threshold from them would cut long paths for their length."""
+        if index < self.rule.warmup:
             self._warmup.append(path_confidence(completion.top_logprobs, self.rule.window))
             self.threshold = self.rule.threshold(self._warmup)
 

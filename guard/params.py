@@ -136,9 +136,9 @@ class GuardParams:
     confidence_abort: bool = Defaults.confidence_abort
     """Online DeepConf (see guard.confidence_abort): paths sampled one engine request each, and a running
     path whose sliding-window token confidence falls under a threshold set from the request's first
-    finished paths is aborted; aborted paths never vote."""
+    paths is aborted; aborted paths never vote."""
     confidence_warmup: int = Defaults.confidence_warmup
-    """Confidence abort: finished paths that set the threshold (none is aborted before)."""
+    """Confidence abort: the first paths started, which run to their end and set the threshold."""
     confidence_keep: float = Defaults.confidence_keep
     """Confidence abort: share of paths the threshold keeps, in (0, 1]; the threshold is the (1 - keep)
     quantile of the warm-up paths' lowest window confidence (0.9: DeepConf-high, 0.1: DeepConf-low)."""

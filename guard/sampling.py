@@ -234,7 +234,7 @@ async def sample_stream(
                 finished[index] = result
                 completion = result.completions[0]
                 if watch is not None:
-                    watch.finished(completion)
+                    watch.finished(index, completion)
                 answers.append(read_answer(completion.text, completion.truncated))
                 batch.append((index, completion, answers[-1]))
             # Off the loop: clustering may call math-verify.

@@ -85,9 +85,9 @@ def _add_request_default_args(s: argparse.ArgumentParser) -> None:
                    help="adaptive: most paths sampled at once (never more than the vote could still need)")
     s.add_argument("--confidence-abort", action=argparse.BooleanOptionalAction, default=Defaults.confidence_abort,
                    help="online DeepConf by default: abort a running path whose sliding-window token confidence "
-                        "falls under a threshold set from the request's first finished paths; requests may override")
+                        "falls under a threshold set from the request's first paths; requests may override")
     s.add_argument("--confidence-warmup", type=int, default=Defaults.confidence_warmup,
-                   help="confidence abort: finished paths that set the threshold")
+                   help="confidence abort: the first paths started, which run to their end and set the threshold")
     s.add_argument("--confidence-keep", type=float, default=Defaults.confidence_keep,
                    help="confidence abort: share of paths the threshold keeps (0.9 DeepConf-high, 0.1 -low)")
 
