@@ -179,3 +179,15 @@ def test_report_fields_default_to_no_abort():
 
     report = SamplingReport.fixed(8)
     assert dataclasses.astuple(report)[-2:] == (0, None)
+
+
+def test_the_warmup_is_the_first_paths_started_not_the_first_to_finish():
+    from guard.engine import Completion
+
+    watch = ConfidenceWatch(AbortRule(warmup=2, keep=0.9, window=2))
+    # Path 5 ends first (a short one) and is not part of the warm-up, whatever its confidence.
+    watch.finished(5, Completion("x", 2, "stop", top_logprobs=[UNSURE, UNSURE]))
+    watch.finished(0, Completion("x", 3, "stop", top_logprobs=[SURE] * 3))
+    assert watch.threshold is None
+    watch.finished(1, Completion("x", 3, "stop", top_logprobs=[SURE] * 3))
+    assert watch.threshold == pytest.approx(1.55)
