@@ -54,6 +54,8 @@ class ProgressEvent:
     leader: Answer | None
     vote_share: float
     paths_finished: int
+    # Set once, on the event that ends sampling: why it stopped ("fixed", "settled", "max_paths").
+    stop_reason: str = ""
 
 
 GuardEvent = ProvisionalEvent | PathEvent | ArsEvent | ProgressEvent
@@ -110,12 +112,13 @@ class EventStream:
         if outcome is not None and outcome.sub_questions:
             self.emit(ArsEvent(tuple(outcome.sub_questions), outcome.source))
 
-    def progress(self, stage: Stage, answers: Sequence[Answer | None]) -> None:
-        """The request moved on to `stage`; the leader among all its paths."""
+    def progress(self, stage: Stage, answers: Sequence[Answer | None], stop_reason: str = "") -> None:
+        """The request moved on to `stage` (or, with `stop_reason`, sampling ended); the leader among all
+        its paths."""
         clusters = ranked_clusters(answers)
         leader = answers[clusters[0][0]] if clusters else None
         share = len(clusters[0]) / len(answers) if clusters else 0.0
-        self.emit(ProgressEvent(stage, leader, share, len(answers)))
+        self.emit(ProgressEvent(stage, leader, share, len(answers), stop_reason))
 
 
 class RetractReason(enum.Enum):

@@ -221,6 +221,8 @@ class GuardPipeline:
         ahead = self._probe_ahead(sampling_params, images, streamed=events is not None)
         try:
             sampled = await self._sample(sampling_params, images, clock, budget, events, plan.ars_allowed, ahead)
+            if events is not None:
+                events.progress(Stage.SAMPLE, [p.answer for p in sampled.paths], sampled.report.stop_reason.value)
             ars = sampled.ars.value if sampled.ars is not None else None
             outcomes = [o for o in (plan.outcome, sampled.ars) if o is not None]
             analysis = None

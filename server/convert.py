@@ -277,7 +277,7 @@ def event_to_pb(timed: Timed, return_paths_text: bool) -> pb.GuardEvent:
         out.ars.CopyFrom(pb.SubQuestions(sub_questions=e.sub_questions, source=_ARS_TO_PB[e.source]))
     elif isinstance(e, ProgressEvent):
         out.progress.CopyFrom(pb.Progress(stage=e.stage.value, leader=_answer(e.leader), vote_share=e.vote_share,
-                                          paths_finished=e.paths_finished))
+                                          paths_finished=e.paths_finished, stop_reason=e.stop_reason))
     else:
         raise TypeError(f"not a guard event: {e!r}")
     return out

@@ -107,7 +107,8 @@ def format_event(event) -> str:
     if kind == "progress":
         g = event.progress
         leader = _answer_text(g.leader) if g.HasField("leader") else "-"
-        return f"{t} {g.stage}: leader {leader} with {g.vote_share:.0%} of {g.paths_finished} paths"
+        ended = f" (sampling ended: {g.stop_reason})" if g.stop_reason else ""
+        return f"{t} {g.stage}: leader {leader} with {g.vote_share:.0%} of {g.paths_finished} paths{ended}"
     d = event.decision
     verdict = f"RETRACTED ({d.retract_reason})" if d.retracted else "COMMITTED"
     return f"{t} decision: {verdict}"

@@ -38,8 +38,12 @@ async def test_events_come_in_order_and_the_decision_equals_the_unstreamed_one()
     assert sorted(t.event.index for t in seen if isinstance(t.event, PathEvent)) == [0, 1, 2, 3]
     [ars] = [t.event for t in seen if isinstance(t.event, ArsEvent)]
     assert ars == ArsEvent(("How many after the first step?",), ArsSource.REQUEST)
-    stages = [t.event.stage for t in seen if isinstance(t.event, ProgressEvent)]
+    progress = [t.event for t in seen if isinstance(t.event, ProgressEvent)]
+    stages = [e.stage for e in progress]
     assert stages[-2:] == [Stage.PROBE, Stage.DECIDE] and set(stages[:-2]) == {Stage.SAMPLE}
+    # One event says sampling ended, and why: right before the request moves on.
+    assert [e.stop_reason for e in progress][-3:] == ["fixed", "", ""]
+    assert sum(1 for e in progress if e.stop_reason) == 1
     last = [t.event for t in seen if isinstance(t.event, ProgressEvent)][-1]
     assert last.leader.normalized == "12" and last.vote_share == 1.0 and last.paths_finished == 4
     assert [t.elapsed_ms for t in seen] == sorted(t.elapsed_ms for t in seen)
@@ -92,3 +96,6 @@ async def test_adaptive_streaming_reports_only_the_paths_that_finished(adaptive)
     reported = [t.event.index for t in seen if isinstance(t.event, PathEvent)]
     assert sorted(reported) == [p.index for p in result.paths]
     assert len(reported) == (4 if adaptive else 8)
+    # The event that ends sampling says why: the vote settled, or all num_paths ran.
+    [ended] = [t.event for t in seen if isinstance(t.event, ProgressEvent) and t.event.stop_reason]
+    assert ended.stop_reason == ("settled" if adaptive else "fixed") and ended.paths_finished == len(reported)
