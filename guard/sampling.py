@@ -106,6 +106,19 @@ PathObserver = Callable[[int, Completion, "Answer | None", StopCheck], None]
 AbortObserver = Callable[[int, int], None]
 
 
+def each_observer(*observers: PathObserver | None) -> PathObserver | None:
+    """One path observer that calls each of these."""
+    chosen = [o for o in observers if o is not None]
+    if not chosen:
+        return None
+
+    def observe(*args) -> None:
+        for observer in chosen:
+            observer(*args)
+
+    return observe
+
+
 @dataclass(frozen=True)
 class SamplingReport:
     """How the paths of one request were sampled (what the response's `sampling` says)."""

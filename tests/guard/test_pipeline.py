@@ -235,3 +235,18 @@ async def test_completions_cut_at_their_token_limit_are_counted_and_never_read()
                                             sub_questions=("What is the total?",)))
     assert result.usage["probe"].truncated == 0
     assert result.sub_questions[0].modal_answer == "443"
+
+
+@pytest.mark.parametrize(("scorer", "mode", "continue_header"),
+                         [("trace", Mode.GUARD, True), ("majority", Mode.GUARD, False),
+                          ("deepconf", Mode.GUARD, False), ("trace", Mode.RAW, False)])
+async def test_only_probing_requests_sample_with_the_continue_header(scorer, mode, continue_header):
+    """The continue format's sampling prompt (sub-question lines in its examples) is for requests whose
+    probes extend it; the others sample with the plain few-shot prompt, which gave better paths."""
+    engine = ScriptedEngine(paths=[" 7 + 5 = 12.\nAnswer: 12"], probe=lambda path, sub: "7")
+    await GuardPipeline(engine).run(GuardParams(question="q?", num_paths=2, scorer=scorer, mode=mode,
+                                                sub_questions=("How many at first?",)))
+    [(_, prompt)] = [(k, p) for k, p in engine.prompts if k == "sample"][:1]
+    [(_, spec)] = [(k, s) for k, s in engine.specs if k == "sample"][:1]
+    assert ("Sub-question:" in prompt.text) is continue_header
+    assert ("\nSub-question:" in spec.stop) is continue_header
