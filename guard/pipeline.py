@@ -279,7 +279,7 @@ class GuardPipeline:
     def _probe_ahead(self, params: GuardParams, images: list[object], streamed: bool) -> ProbeAhead | None:
         """Probe each path as it ends (guard.probe_ahead) when paths are sampled one by one and the scorer
         probes; not under a latency or token budget, which may yet skip probing."""
-        if (PathPlan.of(params, streamed) is None or not SCORERS[params.scorer].uses_ars
+        if (not PathPlan.streams(params, streamed) or not SCORERS[params.scorer].uses_ars
                 or params.latency_budget_ms is not None or params.max_total_tokens is not None):
             return None
         return ProbeAhead(lambda text, subs, usage: self.consistency.probe_batch(params, images, [text], subs, usage))

@@ -157,16 +157,21 @@ class PathPlan:
     watch: ConfidenceWatch | None
     adaptive: bool
 
+    @staticmethod
+    def streams(params: GuardParams, streamed: bool) -> bool:
+        """Whether the paths are sampled one engine request each: for adaptive sampling, the confidence
+        abort or streamed events; else all num_paths go in one engine request."""
+        return streamed or (params.num_paths > 1 and (params.adaptive or params.confidence_abort))
+
     @classmethod
     def of(cls, params: GuardParams, streamed: bool) -> PathPlan | None:
-        """None: all num_paths in one engine request (nothing needs them one by one). Adaptive sampling,
-        the confidence abort and streamed events each sample one engine request per path; without
-        adaptive sampling all num_paths run at once and the vote never stops them."""
+        """None: all num_paths in one engine request (see `streams`). Without adaptive sampling all
+        num_paths run at once and the vote never stops them."""
+        if not cls.streams(params, streamed):
+            return None
         n = params.num_paths
         adaptive = params.adaptive and n > 1
         watched = params.confidence_abort and n > 1
-        if not (adaptive or watched or streamed):
-            return None
         watch = ConfidenceWatch(AbortRule(params.confidence_warmup, params.confidence_keep)) if watched else None
         if adaptive:
             return cls(StopRule(min(params.min_paths, n), n, params.stop_level), params.parallel_paths, watch, True)

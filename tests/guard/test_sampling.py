@@ -60,10 +60,11 @@ def test_stop_rule_table(finished, stop, settled):
     assert (check.stop, check.settled) == (stop, settled)
 
 
-async def stream(engine, *, max_paths=8, min_paths=4, parallel=4, seed=10):
-    spec = SampleSpec(n=max_paths, temperature=0.7, max_tokens=64, seed=seed)
+async def stream(engine, *, max_paths=8, min_paths=4, parallel=4, seed=10, watch=None):
+    spec = SampleSpec(n=max_paths, temperature=0.7, max_tokens=64, seed=seed, logprobs=2 if watch else None)
     return await sample_stream(
         engine, Prompt("Question: q\nSolution:"), spec, "req", StopRule(min_paths, max_paths, 0.95), parallel, read,
+        watch=watch,
     )
 
 
@@ -114,9 +115,14 @@ def test_paths_needed_assumes_every_new_path_agrees_with_the_leader(finished, ne
     assert rule.paths_needed(check, len(finished)) == needed
 
 
-async def test_cancelling_the_caller_aborts_every_running_path():
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_cancelling_the_caller_aborts_every_running_path(streamed):
+    # streamed: paths followed token by token (the confidence abort), through Engine.stream.
+    from guard.confidence_abort import AbortRule, ConfidenceWatch
+
     engine = ScriptedEngine(paths=("Answer: 7",), hang_on=frozenset({"sample"}))
-    task = asyncio.ensure_future(stream(engine, parallel=3))
+    watch = ConfidenceWatch(AbortRule(4)) if streamed else None
+    task = asyncio.ensure_future(stream(engine, parallel=3, watch=watch))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
