@@ -34,8 +34,8 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class AbortRule:
-    """`warmup` finished paths set the threshold, the (1 - keep) quantile of their lowest window
-    confidence; `window` tokens per group (the `deepconf` scorer's window, so both rank paths alike)."""
+    """The first `warmup` paths started set the threshold once they have finished: the (1 - keep)
+    quantile of their lowest window confidence; `window` tokens per group (the `deepconf` scorer's window, so both rank paths alike)."""
 
     warmup: int
     keep: float = 0.9
@@ -70,7 +70,6 @@ class ConfidenceWatch:
         self.rule = rule
         self._warmup: list[float] = []
         self.threshold: float | None = None
-        self.aborted = 0
 
     def finished(self, index: int, completion: Completion) -> None:
         """Path `index` (start order) ran to its end. The warm-up is the first `warmup` paths started, not
@@ -90,6 +89,5 @@ class ConfidenceWatch:
                     return update.result
                 window.add(update.new_top_logprobs)
                 if self.threshold is not None and window.lowest < self.threshold:
-                    self.aborted += 1
                     return GenerationResult([], prompt_tokens=0, aborted_tokens=update.num_tokens)
         raise EngineError("the engine's path stream ended without a result")
