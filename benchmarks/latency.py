@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score modes for the trace arms, one arm each (default: the server's)")
     p.add_argument("--adaptive", type=int, action="append", metavar="PARALLEL",
                    help="also an adaptive-sampling arm per scorer and N, with this many paths at once (repeatable)")
+    p.add_argument("--stop-level", type=float,
+                   help="stop level of the adaptive arms (default: the server's, see GetInfo)")
     p.add_argument("--stream", action="store_true",
                    help="also a GuardStream arm per scorer and N: time to the provisional answer and to the decision")
     p.add_argument("--confidence-abort", action="store_true",
@@ -183,8 +185,12 @@ def guard_arms(stub, args, paths: list[int], scorers: list[str]) -> list[tuple[s
                 arms.append((f"guard-{s}-confabort-n{n}", guard_call(stub, {**request, "confidence_abort": True})))
             for parallel in args.adaptive or []:
                 # Adaptive sampling: at most n paths, `parallel` at a time, stopped once the vote settles.
-                arms.append((f"guard-{s}-adaptive-p{parallel}-n{n}",
-                             guard_call(stub, {**request, "adaptive": True, "parallel_paths": parallel})))
+                adaptive = {"adaptive": True, "parallel_paths": parallel}
+                name = f"guard-{s}-adaptive-p{parallel}"
+                if args.stop_level is not None:
+                    adaptive["stop_level"] = args.stop_level
+                    name += f"-s{args.stop_level:g}"
+                arms.append((f"{name}-n{n}", guard_call(stub, {**request, **adaptive})))
     return arms
 
 

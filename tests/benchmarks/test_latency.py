@@ -51,3 +51,30 @@ def test_stream_arm_summary_reports_provisional_time_and_retractions():
     lines = table_lines({"raw@c1": raw, "stream-majority-n8@c1": stream})
     assert any("provisional p50 0.70 s = 0.70x raw" in line and "decision p50 3.00 s = 3.00x raw" in line
                for line in lines)
+
+
+def test_adaptive_arms_carry_the_stop_level_when_given():
+    from types import SimpleNamespace
+
+    from benchmarks.latency import guard_arms
+
+    sent = []
+
+    class Stub:
+        def Guard(self, request, timeout):
+            sent.append(request)
+            return SimpleNamespace(timings=[], usage=[], paths=[], sub_questions=[], engine_wait_ms=0.0)
+
+    args = SimpleNamespace(max_tokens=16, score_mode=None, stream=False, confidence_abort=False, adaptive=[4],
+                           stop_level=0.6)
+    arms = dict(guard_arms(Stub(), args, [8], ["majority"]))
+    assert set(arms) == {"guard-majority-n8", "guard-majority-adaptive-p4-s0.6-n8"}
+    arms["guard-majority-adaptive-p4-s0.6-n8"]("q")
+    assert sent[-1].adaptive and sent[-1].parallel_paths == 4 and abs(sent[-1].stop_level - 0.6) < 1e-6
+    arms["guard-majority-n8"]("q")
+    assert not sent[-1].adaptive and not sent[-1].HasField("stop_level")
+    # Without --stop-level the server's default applies: the field stays unset.
+    args.stop_level = None
+    arms = dict(guard_arms(Stub(), args, [8], ["majority"]))
+    arms["guard-majority-adaptive-p4-n8"]("q")
+    assert not sent[-1].HasField("stop_level")
