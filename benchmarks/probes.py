@@ -61,6 +61,9 @@ class Tally:
     echoes: int = 0
     ffs_match: int = 0
     ffs_total: int = 0
+    # Paths probed, and those whose final answer is right (the same for every variant: paths are shared).
+    paths: int = 0
+    right_paths: int = 0
 
     def summary(self) -> dict:
         def share(a: int, b: int) -> float:
@@ -77,6 +80,7 @@ class Tally:
             "probe_echo_rate": share(self.echoes, self.asked),
             "ffs_wrong_paths": self.ffs_total,
             "ffs_match_rate": share(self.ffs_match, self.ffs_total),
+            "paths_right_share": share(self.right_paths, self.paths),
         }
 
 
@@ -88,6 +92,8 @@ def tally_gold(tally: Tally, problem, gold_values, paths, analysis) -> None:
     golds = [normalize_answer(v) for v in gold_values]
     for i, path in enumerate(paths):
         right = path.answer is not None and gold_final is not None and answers_equivalent(path.answer, gold_final)
+        tally.paths += 1
+        tally.right_paths += right
         got = [normalize_answer(row[i]) if row[i] else None for row in analysis.path_answers]
         if right:
             for k, gold in enumerate(golds):
@@ -180,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:26s} " + " ".join(f"{row[c]:14.3f}" for c in cols))
     print(f"(right-path intermediate probes per variant: "
           f"{', '.join(str(r['intermediate_probes_on_right_paths']) for r in results.values())}; "
-          f"wrong paths for FFS: {', '.join(str(r['ffs_wrong_paths']) for r in results.values())})")
+          f"wrong paths for FFS: {', '.join(str(r['ffs_wrong_paths']) for r in results.values())}; "
+          f"paths right: {next(iter(results.values()))['paths_right_share']:.1%})")
     return 0
 
 

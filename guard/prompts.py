@@ -60,6 +60,27 @@ _EXAMPLES = [
     ),
 ]
 
+# The continue format's examples, whose sub-question lines teach every probe of a request how to answer.
+# The egg example's "How many rows are in the box?" (a number given in the question, the first one on
+# the solution line) gave way to a solution that computes two values on one line and asks for each:
+# probes then read the value a path computed for a part rather than the part's first operand ("65" for
+# the "65 * 5" of "65 * 5 + 45 * 3 = 325 + 135"). Chosen on generated problems (benchmarks/README.md,
+# "Probe examples"): the gold value read on right paths went from 34 to 40 of 53 on the same paths.
+_CONTINUE_EXAMPLES = [
+    _EXAMPLES[0],
+    _EXAMPLES[1],
+    (
+        "A shop sells 3 shirts for 8 dollars each and 2 hats for 5 dollars each. How many dollars does the shop get?",
+        "The shop gets 3 * 8 + 2 * 5 = 24 + 10 = 34 dollars.",
+        "34",
+        [
+            ("How many dollars does the shop get for the shirts?", "24"),
+            ("How many dollars does the shop get for the hats?", "10"),
+            ("How many dollars does the shop get?", "34"),
+        ],
+    ),
+]
+
 ANSWER_INSTRUCTION = (
     "Solve the problem step by step. End with a last line of the form 'Answer: <answer>', "
     "where <answer> is only the final value (a number, an option letter or a short phrase)."
@@ -199,7 +220,7 @@ class PromptBuilder:
     # -- reasoning paths -------------------------------------------------------------------------
     def _fewshot_header(self, system_prompt: str) -> str:
         parts = [system_prompt.strip()] if system_prompt.strip() else []
-        for question, solution, answer, subs in _EXAMPLES:
+        for question, solution, answer, subs in (_CONTINUE_EXAMPLES if self._continues else _EXAMPLES):
             example = f"Question: {question}\nSolution: {solution}\nAnswer: {answer}"
             if self._continues:
                 # Taught here, in the prompt every probe of the request shares: the short answer of an

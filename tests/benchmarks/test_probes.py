@@ -26,3 +26,4 @@ def test_gold_tally_counts_right_path_reads_echoes_and_ffs():
     assert (tally.asked, tally.hits, tally.echoes) == (2, 1, 1)
     assert summary["probe_accuracy"] == 0.5 and summary["probe_echo_rate"] == 0.5
     assert (tally.ffs_total, tally.ffs_match) == (1, 1)
+    assert (tally.paths, tally.right_paths) == (3, 2) and summary["paths_right_share"] == 2 / 3

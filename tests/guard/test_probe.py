@@ -232,6 +232,13 @@ def test_the_continue_format_teaches_sub_questions_in_the_sampling_prompt_and_ne
     assert "Answer: 21\nSub-question: How many muffins are left after selling?\nShort answer: 15\n" in text
     assert text.endswith(f"Question: {QUESTION}\nSolution:")
     assert cont.path_stop == ("\n\n", "\nQuestion:", "\nSub-question:", "\nShort answer:")
+    # Its examples show the value of each part of a compound line, not the part's first operand; the plain
+    # prompt (every request that does not probe) keeps the examples it always had.
+    assert ("= 24 + 10 = 34 dollars.\nAnswer: 34\nSub-question: How many dollars does the shop get for the shirts?"
+            "\nShort answer: 24\nSub-question: How many dollars does the shop get for the hats?\nShort answer: 10\n"
+            in text)
+    assert "How many rows are in the box?" not in text
+    assert "shirts" not in legacy.path_prompt(QUESTION).text and "6 * 4 = 24 eggs" in legacy.path_prompt(QUESTION).text
     # Chat sampling is the same in both formats.
     assert _builder("chat", "continue").path_prompt(QUESTION) == _builder("chat", "legacy").path_prompt(QUESTION)
     assert _builder("chat", "continue").path_stop == ()
