@@ -8,6 +8,9 @@ always goes first after sampling.
 
     python -m benchmarks.probes --data gsm8k --data words --limit 30 --model qwen2.5-coder-0.5b \\
         --variant legacy:greedy:12 --variant continue:greedy:12 --variant continue:values:12
+
+A variant ending in `:all` sends every probe of the N x K grid (as before equal probes were shared and
+restated questions skipped), for comparison.
 """
 
 from __future__ import annotations
@@ -39,15 +42,20 @@ class Variant:
     probe_format: ProbeFormat
     probe_read: ProbeRead
     max_tokens: int
+    # False (suffix ":all"): every one of the N x K probes is sent, as before equal probes were shared
+    # and restated questions skipped.
+    share: bool = True
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
-        fmt, read, limit = spec.split(":")
-        return cls(ProbeFormat(fmt), ProbeRead(read), int(limit))
+        fmt, read, limit, *rest = spec.split(":")
+        if rest not in ([], ["all"]):
+            raise ValueError(f"variant {spec!r}: FORMAT:READ:MAX_TOKENS[:all]")
+        return cls(ProbeFormat(fmt), ProbeRead(read), int(limit), not rest)
 
     @property
     def name(self) -> str:
-        return f"{self.probe_format.value}:{self.probe_read.value}:{self.max_tokens}"
+        return f"{self.probe_format.value}:{self.probe_read.value}:{self.max_tokens}" + ("" if self.share else ":all")
 
 
 @dataclass
@@ -55,7 +63,9 @@ class Tally:
     ratios: list[float] = field(default_factory=list)
     probe_ms: list[float] = field(default_factory=list)
     usage: PhaseUsage = field(default_factory=PhaseUsage)
+    # Probes of the N x K grid, and the probe requests the engine got for them.
     probes: int = 0
+    sent: int = 0
     asked: int = 0
     hits: int = 0
     echoes: int = 0
@@ -74,7 +84,8 @@ class Tally:
             "probe_over_sample_p50": statistics.median(self.ratios) if self.ratios else float("nan"),
             "probe_ms_p50": statistics.median(self.probe_ms) if self.probe_ms else float("nan"),
             "probe_prompt_cached_share": share(self.usage.cached_prompt_tokens, self.usage.prompt_tokens),
-            "probes_cut_share": share(self.usage.truncated, self.probes),
+            "probes_cut_share": share(self.usage.truncated, self.sent),
+            "probes_sent_share": share(self.sent, self.probes),
             "intermediate_probes_on_right_paths": self.asked,
             "probe_accuracy": share(self.hits, self.asked),
             "probe_echo_rate": share(self.echoes, self.asked),
@@ -94,7 +105,10 @@ def tally_gold(tally: Tally, problem, gold_values, paths, analysis) -> None:
         right = path.answer is not None and gold_final is not None and answers_equivalent(path.answer, gold_final)
         tally.paths += 1
         tally.right_paths += right
-        got = [normalize_answer(row[i]) if row[i] else None for row in analysis.path_answers]
+        # A sub-question not asked (it restates the question) is answered by the path's final answer.
+        asked = getattr(analysis, "asked", None) or [True] * len(analysis.path_answers)
+        got = [(normalize_answer(row[i]) if row[i] else None) if asked[k] else path.answer
+               for k, row in enumerate(analysis.path_answers)]
         if right:
             for k, gold in enumerate(golds):
                 if gold is None or answers_equivalent(gold, gold_final):
@@ -125,8 +139,18 @@ async def run(args) -> dict:
     pipeline = GuardPipeline(engine, GuardConfig(probe_format=sampling_format))
     stages = {v: ConsistencyStage(engine, PromptBuilder(pipeline.config.prompt_style, engine.render_chat,
                                                         v.probe_format),
-                                  StageCostModel(), v.max_tokens, pipeline.config.policy.ffs_agreement, v.probe_read)
+                                  StageCostModel(), v.max_tokens, pipeline.config.policy.ffs_agreement, v.probe_read,
+                                  v.share)
               for v in variants}
+    # Probe requests the engine gets (greedy probes are its only generate_many batches here).
+    sent: list[int] = []
+    generate_many = engine.generate_many
+
+    async def counted(prompts, spec, request_id):
+        sent.append(len(prompts))
+        return await generate_many(prompts, spec, request_id)
+
+    engine.generate_many = counted
     tallies = {v: Tally() for v in variants}
     problems = [p for name in args.data for p in datasets.load(name, Path(args.data_dir), args.limit)]
     problems = [p for p in problems if gold_ars(p)[0]]
@@ -145,6 +169,7 @@ async def run(args) -> dict:
             for j in range(len(variants)):
                 variant = variants[(n + j) % len(variants)]
                 clock = StageClock()
+                sent.clear()
                 outcome = await stages[variant].run(params, [], paths, list(subs), clock, Budget())
                 tally = tallies[variant]
                 probe_ms = clock.timings_ms.get(Stage.PROBE, 0.0)
@@ -154,6 +179,7 @@ async def run(args) -> dict:
                 tally.usage.add(probe_usage.prompt_tokens, probe_usage.generated_tokens,
                                 probe_usage.cached_prompt_tokens, probe_usage.truncated)
                 tally.probes += len(paths) * len(subs)
+                tally.sent += sum(sent)
                 if outcome.value is not None:
                     tally_gold(tally, problem, gold_values, paths, outcome.value)
                 print(f"  {variant.name}: probe {probe_ms:.0f} ms, score "
@@ -179,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    cols = ["probe_over_sample_p50", "probe_prompt_cached_share", "probes_cut_share", "probe_accuracy",
-            "probe_echo_rate", "ffs_match_rate"]
+    cols = ["probe_over_sample_p50", "probe_prompt_cached_share", "probes_sent_share", "probes_cut_share",
+            "probe_accuracy", "probe_echo_rate", "ffs_match_rate"]
     print(f"{'variant':26s} " + " ".join(f"{c[:14]:>14s}" for c in cols))
     for name, row in results.items():
         print(f"{name:26s} " + " ".join(f"{row[c]:14.3f}" for c in cols))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Candidate distribution of one path on one sub-question: normalised answer -> probability.
 SoftAnswer = dict[str, float]
@@ -50,6 +50,9 @@ class ArsAnalysis:
     first_failure_step: list[int | None]
     # soft[k][i]: path i's distribution over the candidates of sub-question k, when scored.
     soft: list[list[SoftAnswer | None]] | None = None
+    # asked[k]: sub-question k was put to the paths (False: it restates the question and was not probed;
+    # it is an echo). Empty: all asked.
+    asked: list[bool] = field(default_factory=list)
 
     @property
     def num_paths(self) -> int:
@@ -57,7 +60,9 @@ class ArsAnalysis:
 
     @property
     def mean_agreement(self) -> float:
-        return sum(self.agreement) / len(self.agreement) if self.agreement else 0.0
+        """Mean hard agreement over the sub-questions that are not echoes (0.0 when none is left)."""
+        kept = [a for a, echo in zip(self.agreement, self.echo) if not echo]
+        return sum(kept) / len(kept) if kept else 0.0
 
     @property
     def informative(self) -> bool:
@@ -153,6 +158,7 @@ def analyze_ars(
     final_answers: Sequence[str] | None = None,
     question: str = "",
     ffs_threshold: float = 0.5,
+    asked: Sequence[bool] = (),
 ) -> ArsAnalysis:
     """Compute every TRACE consistency metric from the probe answers (and optional soft scores).
 
@@ -160,9 +166,12 @@ def analyze_ars(
     `soft[k][i]`, when given, is path i's probability distribution over the candidate answers of
     sub-question k; it replaces the 0/1 match in soft agreement and support (FFS stays on the hard
     answers). `final_answers[i]` (normalised, "" when none) and `question` find echo sub-questions.
+    `asked[k]` False marks sub-question k as not probed (it restates the question: an echo either way).
     """
     if len(path_answers) != len(sub_questions):
         raise ValueError("path_answers must have one row per sub-question")
+    if asked and len(asked) != len(sub_questions):
+        raise ValueError("asked must have one entry per sub-question")
     num_paths = len(path_answers[0]) if path_answers else 0
     finals = list(final_answers) if final_answers is not None else [""] * num_paths
     if len(finals) != num_paths:
@@ -185,6 +194,7 @@ def analyze_ars(
         support=_support(match, num_paths),
         first_failure_step=_first_failures(match, path_answers, modal, agreement, ffs_threshold),
         soft=[list(row) for row in soft] if soft is not None else None,
+        asked=list(asked),
     )
 
 

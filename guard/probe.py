@@ -5,12 +5,13 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from guard.answers import normalize_answer
-from guard.consistency import SoftAnswer, strict_mode
-from guard.engine import Engine, Prompt, SampleSpec, ScoreItem
+from guard.consistency import SoftAnswer, restates, strict_mode
+from guard.engine import Engine, Prompt, SampleSpec, ScoreItem, ScoreResult
 from guard.params import ScoreMode
 from guard.prompts import PromptBuilder
 from guard.result import PhaseUsage
@@ -29,10 +30,52 @@ class ProbeRead(enum.Enum):
 @dataclass
 class ProbeOutcome:
     prompts: list[list[Prompt]]  # [k][i]
-    # answers[k][i]: normalised short answer ("" when none could be read).
+    # answers[k][i]: normalised short answer ("" when none could be read, or sub-question k not asked).
     answers: list[list[str]]
     # surface[k][normalised]: the first raw form seen, used as the continuation when scoring.
     surface: list[dict[str, str]]
+    # asked[k]: sub-question k was put to the paths (False: it restates the question, so every path's
+    # answer to it is its final answer and the analysis leaves it out as an echo; see `skipped`).
+    # Empty: all asked.
+    asked: list[bool] = field(default_factory=list)
+    # Engine requests the probes took: equal probe prompts (paths with the same working) are asked once.
+    requests: int = 0
+
+    def was_asked(self, k: int) -> bool:
+        return not self.asked or self.asked[k]
+
+
+_Item = TypeVar("_Item")
+
+
+def distinct(items: Sequence[_Item], key: Callable[[_Item], Hashable]) -> tuple[list[_Item], list[int]]:
+    """The first of each group of equal items (by `key`), and for every item the position of its group's
+    first in that list: equal greedy probes and equal scorings give equal results, so each is sent once."""
+    firsts: dict[Hashable, int] = {}
+    unique: list[_Item] = []
+    where: list[int] = []
+    for item in items:
+        k = key(item)
+        if k not in firsts:
+            firsts[k] = len(unique)
+            unique.append(item)
+        where.append(firsts[k])
+    return unique, where
+
+
+def prompt_key(prompt: Prompt) -> Hashable:
+    # Images compare by identity: a request's probes all carry the very same decoded images.
+    return prompt.text, tuple(id(image) for image in prompt.images)
+
+
+def score_key(item: ScoreItem) -> Hashable:
+    return prompt_key(item.context), item.continuation
+
+
+def skipped(question: str, sub_questions: Sequence[str]) -> list[bool]:
+    """Sub-questions not worth a probe: those that restate a question of the problem text. Their answer
+    is each path's final answer, and the analysis leaves them out as echoes whatever the probes say."""
+    return [restates(sub, question) for sub in sub_questions]
 
 
 # Ends a clause of a probe answer that goes on past its value ("15, then 15 + 6 = 21").
@@ -81,34 +124,42 @@ async def probe_paths(
     max_tokens: int,
     request_id: str,
     usage: PhaseUsage,
+    share: bool = True,
 ) -> ProbeOutcome:
-    """Ask every sub-question of every path in one batch (N x K short greedy completions)."""
+    """Ask every sub-question of every path in one batch of short greedy completions: N x K at most, since
+    a sub-question that restates the question is not asked (`skipped`) and equal probes (paths with the
+    same working) are sent once. `share=False` asks all N x K (for comparison: the answers are the same)."""
     grid = prompts.probe_prompts(question, path_texts, sub_questions, system_prompt, images)
-    flat = [p for row in grid for p in row]
+    asked = [not skip for skip in skipped(question, sub_questions)] if share else [True] * len(sub_questions)
+    flat = [p for k, row in enumerate(grid) if asked[k] for p in row]
+    unique, where = distinct(flat, prompt_key if share else id)
     spec = SampleSpec(n=1, temperature=0.0, max_tokens=max_tokens, stop=prompts.probe_stop)
-    results = await engine.generate_many(flat, spec, request_id)
+    results = await engine.generate_many(unique, spec, request_id) if unique else []
+    read: list[tuple[str, str]] = []
+    for result in results:
+        completion = result.completions[0] if result.completions else None
+        # A probe cut at its token limit never reached the end of its line: the value in it may be
+        # cut too ("287 + 76 = 44" for 443), so it is left unanswered rather than read wrong.
+        truncated = completion is not None and completion.truncated
+        usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens, int(truncated))
+        short = _short(completion.text) if completion is not None and not truncated else ""
+        answer = normalize_answer(short) if short else None
+        read.append((answer.normalized if answer is not None else "", short))
     answers: list[list[str]] = []
     surface: list[dict[str, str]] = []
     num_paths = len(path_texts)
+    position = iter(where)
     for k in range(len(sub_questions)):
         row: list[str] = []
         forms: dict[str, str] = {}
-        for i in range(num_paths):
-            result = results[k * num_paths + i]
-            completion = result.completions[0] if result.completions else None
-            # A probe cut at its token limit never reached the end of its line: the value in it may be
-            # cut too ("287 + 76 = 44" for 443), so it is left unanswered rather than read wrong.
-            truncated = completion is not None and completion.truncated
-            usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens, int(truncated))
-            short = _short(completion.text) if completion is not None and not truncated else ""
-            answer = normalize_answer(short) if short else None
-            norm = answer.normalized if answer is not None else ""
+        for _ in range(num_paths if asked[k] else 0):
+            norm, short = read[next(position)]
             row.append(norm)
             if norm and norm not in forms:
                 forms[norm] = short
-        answers.append(row)
+        answers.append(row or [""] * num_paths)
         surface.append(forms)
-    return ProbeOutcome(grid, answers, surface)
+    return ProbeOutcome(grid, answers, surface, asked, len(unique))
 
 
 @dataclass
@@ -184,10 +235,8 @@ async def score_candidates(
     soft = [list(row) for row in plan.base]
     if not plan.items:
         return soft
-    scores = await engine.score(plan.items, request_id)
     logits: dict[tuple[int, int], dict[str, float]] = {}
-    for (k, i, cand), score in zip(plan.index, scores):
-        usage.add(score.prompt_tokens, 0, score.cached_prompt_tokens)
+    for (k, i, cand), score in zip(plan.index, await _score_distinct(engine, plan.items, request_id, usage)):
         logits.setdefault((k, i), {})[cand] = score.logprob_sum
     for (k, i), by_cand in logits.items():
         top = max(by_cand.values())
@@ -210,6 +259,8 @@ def plan_value_reading(
     items: list[ScoreItem] = []
     index: list[tuple[int, int, str]] = []
     for k, row in enumerate(probes.answers):
+        if not probes.was_asked(k):
+            continue
         for i, greedy in enumerate(row):
             candidates = list(dict.fromkeys([*path_values[i][:max_values], *([greedy] if greedy else [])]))
             if len(candidates) < 2:
@@ -227,10 +278,8 @@ async def read_values(
     """Probe answers re-read as the most likely candidate of each planned (sub-question, path)."""
     if not plan.items:
         return probes
-    scores = await engine.score(plan.items, request_id)
     logprobs: dict[tuple[int, int], dict[str, float]] = {}
-    for (k, i, cand), score in zip(plan.index, scores):
-        usage.add(score.prompt_tokens, 0, score.cached_prompt_tokens)
+    for (k, i, cand), score in zip(plan.index, await _score_distinct(engine, plan.items, request_id, usage)):
         logprobs.setdefault((k, i), {})[cand] = score.logprob_sum
     # Equal likelihoods go to the smaller candidate string, never to the order they were planned in.
     best = {key: min(by_cand, key=lambda c, b=by_cand: (-b[c], c)) for key, by_cand in logprobs.items()}
@@ -240,3 +289,14 @@ async def read_values(
         answers[k][i] = cand
         surface[k].setdefault(cand, cand)
     return replace(probes, answers=answers, surface=surface)
+
+
+async def _score_distinct(
+    engine: Engine, items: Sequence[ScoreItem], request_id: str, usage: PhaseUsage
+) -> list[ScoreResult]:
+    """Scores of all items, each distinct one scored once (usage counts what the engine did)."""
+    unique, where = distinct(items, score_key)
+    scores = await engine.score(unique, request_id)
+    for score in scores:
+        usage.add(score.prompt_tokens, 0, score.cached_prompt_tokens)
+    return [scores[j] for j in where]

@@ -70,7 +70,10 @@ class ProbeAhead:
         for text in texts:
             self._start(text)
         by_text = dict(zip(self._tasks, await asyncio.gather(*self._tasks.values())))
-        return merge_probes([by_text[text] for text in texts])
+        merged = merge_probes([by_text[text] for text in texts])
+        # Equal paths shared one set of probes.
+        merged.requests = sum(by_text[text].requests for text in dict.fromkeys(texts))
+        return merged
 
     def cancel(self) -> None:
         """Cancel whatever is still running (the request ended or failed); retrieve failures so none
@@ -95,4 +98,5 @@ def merge_probes(outcomes: Sequence[ProbeOutcome]) -> ProbeOutcome:
             for norm, raw in o.surface[k].items():
                 forms.setdefault(norm, raw)
         surface.append(forms)
-    return ProbeOutcome(prompts, answers, surface)
+    asked = outcomes[0].asked if outcomes else []
+    return ProbeOutcome(prompts, answers, surface, list(asked), sum(o.requests for o in outcomes))

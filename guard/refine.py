@@ -19,6 +19,7 @@ from guard.probe import (
     probe_paths,
     read_values,
     score_candidates,
+    skipped,
 )
 from guard.probe_ahead import ProbeAhead
 from guard.prompts import PromptBuilder
@@ -40,6 +41,8 @@ class ConsistencyStage:
     probe_max_tokens: int
     ffs_threshold: float
     probe_read: ProbeRead = ProbeRead.GREEDY
+    # Equal probes sent once, restated questions not asked (False: all N x K, for comparison only).
+    share_probes: bool = True
 
     async def run(
         self, params: GuardParams, images: Sequence[object], paths: list[PathResult], sub_questions: list[str],
@@ -55,7 +58,7 @@ class ConsistencyStage:
         analysis = analyze_ars(
             sub_questions, probed.value.answers, scored.value,
             final_answers=[p.answer.normalized if p.answer else "" for p in paths],
-            question=params.question, ffs_threshold=self.ffs_threshold,
+            question=params.question, ffs_threshold=self.ffs_threshold, asked=probed.value.asked,
         )
         notes, degraded = scored.notes, scored.degraded
         if not analysis.informative:
@@ -71,7 +74,8 @@ class ConsistencyStage:
 
     async def _probe(self, params, images, paths, sub_questions, clock, budget,
                      ahead: ProbeAhead | None) -> StageOutcome[ProbeOutcome]:
-        n_probe = len(paths) * len(sub_questions)
+        # The probes to send: equal paths share theirs, and restated questions are not asked.
+        n_probe = len({p.text for p in paths}) * (len(sub_questions) - sum(skipped(params.question, sub_questions)))
         fits, why = self._fits(Stage.PROBE, n_probe, budget)
         if not fits:
             return StageOutcome.skipped(f"latency budget: skipped probing and scoring ({why}); {ANSWER_ONLY}",
@@ -118,7 +122,7 @@ class ConsistencyStage:
         return await probe_paths(
             self.engine, self.prompts, params.question, texts, sub_questions,
             system_prompt=params.system_prompt, images=images, max_tokens=self.probe_max_tokens,
-            request_id=params.request_id, usage=usage,
+            request_id=params.request_id, usage=usage, share=self.share_probes,
         )
 
     async def _score(self, params, probes: ProbeOutcome, clock: StageClock,

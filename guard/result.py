@@ -92,6 +92,9 @@ class SubQuestionResult:
     from_path_values: int = 0
     # Per path, in path order: where its answer comes from (None when unanswered).
     path_answer_sources: list[ProbeAnswerSource | None] = field(default_factory=list)
+    # False: not put to the paths, because it restates the question (its answer is each path's final
+    # answer, so it is an echo; path_answers are then all "").
+    probed: bool = True
 
 
 @dataclass

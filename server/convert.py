@@ -150,6 +150,7 @@ def _sub_question_to_pb(row: SubQuestionResult) -> pb.SubQuestionResult:
         echo_paths=row.echo_paths,
         from_path_values=row.from_path_values,
         path_answer_sources=[_SOURCE_TO_PB[source] for source in row.path_answer_sources],
+        not_probed=not row.probed,
     )
 
 

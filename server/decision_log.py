@@ -133,7 +133,8 @@ def outcome_record(result: GuardResult) -> dict[str, Any]:
             {"sub_question": s.sub_question, "modal_answer": s.modal_answer, "agreement": s.agreement,
              "soft_agreement": s.soft_agreement, "path_answers": s.path_answers, "answered": s.answered,
              "echo": s.echo, "echo_paths": s.echo_paths, "from_path_values": s.from_path_values,
-             "path_answer_sources": [src.value if src else None for src in s.path_answer_sources]}
+             "path_answer_sources": [src.value if src else None for src in s.path_answer_sources],
+             "probed": s.probed}
             for s in result.sub_questions
         ],
         "paths": [

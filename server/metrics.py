@@ -71,8 +71,8 @@ class GuardMetrics:
         )
         self.sub_questions = Counter(
             "trace_guard_sub_questions_total",
-            "Probed sub-questions by kind (echo: restates the question or is answered with each path's own "
-            "final answer, left out of support and FFS; informative: the rest).", ["kind"], registry=r,
+            "Sub-questions by kind (restated: restates the question, so not probed; echo: answered with each "
+            "path's own final answer, left out of support and FFS; informative: the rest).", ["kind"], registry=r,
         )
         self.probe_answers_missing = Counter(
             "trace_guard_probe_answers_missing_total",
@@ -193,6 +193,9 @@ class GuardMetrics:
             if path.first_failure_step is not None:
                 self.first_failure_step.observe(path.first_failure_step)
         for row in result.sub_questions:
+            if not row.probed:
+                self.sub_questions.labels("restated").inc()
+                continue
             self.sub_questions.labels("echo" if row.echo else "informative").inc()
             self.probe_answers_missing.inc(len(row.path_answers) - row.answered)
             for source in row.path_answer_sources:

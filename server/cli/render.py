@@ -52,7 +52,8 @@ def _ars_table(resp) -> list[str]:
         lines.append(f"{k:>3}  {row.modal_answer[:10] or '-':<10} {row.agreement:>5.2f} {row.soft_agreement:>5.2f}  "
                      f"{row.sub_question}")
         flags = (f"  answered {row.answered}/{len(row.path_answers)}  final answer {row.echo_paths}  "
-                 f"path value {row.from_path_values}" + ("  ECHO (not counted)" if row.echo else ""))
+                 f"path value {row.from_path_values}" + ("  ECHO (not counted)" if row.echo else "")
+                 + ("  not probed: restates the question" if row.not_probed else ""))
         lines.append(f"{'':>28}[{', '.join(a or '-' for a in row.path_answers)}]{flags}")
     return lines
 

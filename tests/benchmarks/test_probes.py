@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from benchmarks.probes import Tally, Variant, tally_gold
 from guard.answers import normalize_answer
 from guard.probe import ProbeRead
@@ -27,3 +29,25 @@ def test_gold_tally_counts_right_path_reads_echoes_and_ffs():
     assert summary["probe_accuracy"] == 0.5 and summary["probe_echo_rate"] == 0.5
     assert (tally.ffs_total, tally.ffs_match) == (1, 1)
     assert (tally.paths, tally.right_paths) == (3, 2) and summary["paths_right_share"] == 2 / 3
+
+
+def test_variant_spec_all_sends_every_probe():
+    v = Variant.parse("continue:greedy:24:all")
+    assert not v.share and v.name == "continue:greedy:24:all"
+    assert Variant.parse("continue:greedy:24").share
+    with pytest.raises(ValueError):
+        Variant.parse("continue:greedy:24:some")
+
+
+def test_gold_tally_reads_a_sub_question_not_asked_as_the_paths_final_answer():
+    problem = SimpleNamespace(answer="21")
+    paths = [SimpleNamespace(answer=normalize_answer(a)) for a in ("21", "20")]
+    # Sub-question 2 restates the question: not asked, so it reads as each path's own final answer.
+    analysis = SimpleNamespace(path_answers=[["15", "15"], ["", ""]], first_failure_step=[None, 2],
+                               asked=[True, False])
+    tally = Tally()
+    tally_gold(tally, problem, ("15", "21"), paths, analysis)
+    # The wrong path read 15 right and its final answer 20 wrong at step 2: FFS 2 matches.
+    assert (tally.ffs_total, tally.ffs_match) == (1, 1)
+    tally.sent, tally.probes = 2, 4
+    assert tally.summary()["probes_sent_share"] == 0.5

@@ -156,3 +156,17 @@ def test_shape_errors():
         analyze_ars(["s1", "s2"], [["1", "2"], ["1"]])
     with pytest.raises(ValueError):
         analyze_ars(["s1"], [["1", "2"]], final_answers=["1"])
+
+
+def test_mean_agreement_leaves_echo_sub_questions_out():
+    # Sub-question 2 restates the question: its (perfect) agreement says nothing the vote does not.
+    analysis = analyze_ars(["How many at first?", "How many apples in all?"], [["7", "6"], ["12", "12"]],
+                           final_answers=["12", "12"], question="How many apples in all?")
+    assert analysis.echo == [False, True]
+    assert analysis.mean_agreement == 0.5
+
+
+def test_asked_needs_one_entry_per_sub_question():
+    with pytest.raises(ValueError, match="asked"):
+        analyze_ars(["a?", "b?"], [["1"], ["2"]], asked=[True])
+    assert analyze_ars(["a?"], [["1"]], asked=[False]).asked == [False]

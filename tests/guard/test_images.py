@@ -134,7 +134,7 @@ async def test_images_reach_sampling_ars_probes_and_scoring(probe_format):
 
     engine = ImageRecordingEngine(
         paths=[" 2 + 1 = 3.\nAnswer: 3", " 2 + 1 = 3.\nAnswer: 3", " 2 + 2 = 4.\nAnswer: 4"],
-        ars=ars_json("How many squares are red?"), accepts_images=True,
+        ars=ars_json("How many squares are there in all?"), accepts_images=True,
     )
     # Three paths against one: the sub-question has a mode, so full scoring has something to weigh.
     params = GuardParams(question="How many red squares?", images=(ImageInput(encode(), "image/png"),), num_paths=4,

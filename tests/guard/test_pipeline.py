@@ -31,10 +31,12 @@ async def test_guard_accepts_consistent_paths_with_request_ars():
     assert [row.modal_answer for row in result.sub_questions] == ["7", "5"]
     assert all(p.support == 1.0 and p.first_failure_step is None for p in result.paths)
     assert len(result.paths) == 4
-    # One sampling request with n=4, and all 8 probes in one generate_many batch; no ARS generation.
+    # One sampling request with n=4, and the probes in one generate_many batch; no ARS generation. The 4
+    # paths are equal, so their 8 probes are 2 distinct prompts, each sent once.
     kinds = [k for k, _ in engine.calls]
     assert kinds.count("sample") == 1 and ("sample", 4) in engine.calls
-    assert kinds.count("probe") == 8 and "ars" not in kinds
+    assert kinds.count("probe") == 2 and "ars" not in kinds
+    assert [row.path_answers for row in result.sub_questions] == [["7"] * 4, ["5"] * 4]
     assert {"sample", "probe", "score", "decide", "total"} <= set(result.timings_ms)
     assert result.usage["probe"].generated_tokens > 0
     assert result.features["vote_share"] == 1.0 and result.features["ars_agreement"] == 1.0
@@ -56,15 +58,16 @@ async def test_silent_failure_is_detected_end_to_end():
     assert [p.first_failure_step for p in result.paths] == [None, None, None, None]  # no mode is well supported
 
 
-@pytest.mark.parametrize("score_mode, scored", [("full", [12]), ("contested", [8]), ("hard", [])])
+@pytest.mark.parametrize("score_mode, scored", [("full", [9]), ("contested", [6]), ("hard", [])])
 async def test_score_mode_sets_what_is_scored_and_the_silent_failure_stays_detected(score_mode, scored):
     paths = [f" Step {v}.\nAnswer: 12" for v in (1, 1, 2, 3)]
     engine = ScriptedEngine(paths=paths, probe=lambda path, sub: path.split()[1].rstrip("."))
     result = await GuardPipeline(engine).run(
         GuardParams(question="q?", num_paths=4, sub_questions=("What is the first value?",), score_mode=score_mode)
     )
-    # Three different sub-answers, mode "1" on 2 of 4 paths: full scores all 3 under each of the 4
-    # paths, contested 2 (the mode against the path's own answer or the runner-up), hard none.
+    # Three different sub-answers, mode "1" on 2 of 4 paths: full scores all 3 under each path's probe,
+    # contested 2 (the mode against the path's own answer or the runner-up), hard none. Paths 0 and 1 are
+    # equal, so their probe and their scorings are sent once: 3 distinct probe prompts, not 4.
     assert [n for kind, n in engine.calls if kind == "score"] == scored
     # Every path answers 12 but only half agree on the step: TRACE's silent failure.
     assert result.region is Region.SILENT_RISK
@@ -225,7 +228,8 @@ async def test_completions_cut_at_their_token_limit_are_counted_and_never_read()
                                             sub_questions=("What is the total?",)))
     assert result.usage["sample"].truncated == 1
     assert [p.answer is None for p in result.paths] == [False, False, False, True]
-    assert result.usage["probe"].truncated == 4
+    # Engine completions cut: the three equal paths share one probe, the fourth has its own.
+    assert result.usage["probe"].truncated == 2
     assert result.sub_questions[0].path_answers == ["", "", "", ""]
     assert result.sub_questions[0].modal_answer == ""
 
@@ -250,3 +254,26 @@ async def test_only_probing_requests_sample_with_the_continue_header(scorer, mod
     [(_, spec)] = [(k, s) for k, s in engine.specs if k == "sample"][:1]
     assert ("Sub-question:" in prompt.text) is continue_header
     assert ("\nSub-question:" in spec.stop) is continue_header
+
+
+async def test_a_sub_question_that_restates_the_question_is_not_probed_and_changes_nothing():
+    question = "Tom has 7 apples and buys 5. How many apples does Tom have?"
+    paths = [" 7 + 5 = 12.\nAnswer: 12", " 6 + 5 = 11.\nAnswer: 11", " 7 + 5 = 12.\nAnswer: 12", " 7 + 6 = 13.\nAnswer: 13"]
+
+    async def run(sub_questions):
+        engine = ScriptedEngine(paths=paths, probe=lambda path, sub: path.split()[0])
+        result = await GuardPipeline(engine).run(
+            GuardParams(question=question, num_paths=4, scorer="trace", sub_questions=sub_questions))
+        return engine, result
+
+    engine, with_restated = await run(("How many at first?", "How many apples does Tom have?"))
+    _, without = await run(("How many at first?",))
+    restated = with_restated.sub_questions[1]
+    assert not restated.probed and restated.echo and restated.path_answers == [""] * 4
+    assert with_restated.sub_questions[0].probed
+    # One probe per distinct path for the first sub-question only.
+    assert [kind for kind, _ in engine.calls].count("probe") == 3
+    assert (with_restated.decision, with_restated.answer, with_restated.confidence) == (
+        without.decision, without.answer, without.confidence)
+    assert [(p.support, p.first_failure_step) for p in with_restated.paths] == [
+        (p.support, p.first_failure_step) for p in without.paths]

@@ -343,10 +343,52 @@ async def test_the_pipeline_reads_values_when_configured():
     from tests.scripted_engine import ScriptedEngine
 
     engine = ScriptedEngine(paths=["7 + 5 = 12. Answer: 12"], probe=lambda path, sub: "7")
-    for read, score_calls in ((ProbeRead.GREEDY, []), (ProbeRead.VALUES, [2 * 3])):
+    # Two equal paths: one probe, and its 3 candidate values (7, 5, 12) scored once for both.
+    for read, score_calls in ((ProbeRead.GREEDY, []), (ProbeRead.VALUES, [3])):
         engine.calls.clear()
         result = await GuardPipeline(engine, GuardConfig(probe_read=read)).run(GuardParams(
             question="Tom has 7 apples and buys 5. How many?", num_paths=2,
             sub_questions=("How many at first?",), scorer="trace"))
         assert [n for kind, n in engine.calls if kind == "score"] == score_calls
         assert result.sub_questions[0].path_answers == ["7", "7"]
+
+
+async def test_equal_paths_share_their_probes_and_restated_questions_are_not_asked():
+    from guard.probe import probe_paths
+    from guard.prompts import PromptBuilder, PromptStyle
+    from guard.result import PhaseUsage
+    from tests.scripted_engine import ScriptedEngine
+
+    engine = ScriptedEngine(probe=lambda path, sub: "7" if "7" in path else "6")
+    usage = PhaseUsage()
+    question = "Tom has 7 apples and buys 5. How many apples does Tom have?"
+    outcome = await probe_paths(
+        engine, PromptBuilder(PromptStyle.FEWSHOT, engine.render_chat), question,
+        [" 7 + 5 = 12.\nAnswer: 12", " 6 + 5 = 11.\nAnswer: 11", " 7 + 5 = 12.\nAnswer: 12"],
+        ["How many at first?", "How many apples does Tom have?"],
+        system_prompt="", images=[], max_tokens=8, request_id="r", usage=usage,
+    )
+    # Paths 0 and 2 are equal: 2 distinct probes for the one asked sub-question, answers mapped back to
+    # every path; the second sub-question restates the question and is not asked.
+    assert [kind for kind, _ in engine.calls] == ["probe", "probe"]
+    assert outcome.requests == 2 and outcome.asked == [True, False]
+    assert outcome.answers == [["7", "6", "7"], ["", "", ""]]
+    assert outcome.surface[1] == {} and usage.generated_tokens == 2
+
+
+async def test_equal_scorings_are_sent_once():
+    from guard.engine import Prompt, ScoreItem
+    from guard.probe import ScorePlan, score_candidates
+    from guard.result import PhaseUsage
+    from tests.scripted_engine import ScriptedEngine
+
+    engine = ScriptedEngine()
+    same = Prompt("ctx")
+    plan = ScorePlan(
+        [ScoreItem(same, " 7"), ScoreItem(same, " 8"), ScoreItem(Prompt("ctx"), " 7"), ScoreItem(Prompt("ctx"), " 8")],
+        [(0, 0, "7"), (0, 0, "8"), (0, 1, "7"), (0, 1, "8")], [[None, None]],
+    )
+    usage = PhaseUsage()
+    soft = await score_candidates(engine, plan, request_id="r", usage=usage)
+    assert [n for kind, n in engine.calls if kind == "score"] == [2]
+    assert soft[0][0] == soft[0][1] and set(soft[0][0]) == {"7", "8"}

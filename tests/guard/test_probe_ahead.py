@@ -37,6 +37,7 @@ async def test_merged_single_path_probes_equal_one_batch():
     merged = merge_probes(singles)
     assert merged.answers == batch.answers == [["7", "7", "7"], ["5", "6", "5"]]
     assert merged.surface == batch.surface
+    assert merged.asked == batch.asked == [True, True] and merged.requests == batch.requests == 6
     assert [[p.text for p in row] for row in merged.prompts] == [[p.text for p in row] for row in batch.prompts]
 
 
@@ -55,6 +56,7 @@ async def test_paths_ending_before_the_sub_questions_are_probed_once_they_are_kn
     assert outcome.answers == [["7", "7", "7", "7"], ["5", "6", "5", "5"]]
     # Three distinct texts, two sub-questions each: one probe request per (text, sub-question).
     assert [k for k, _ in engine.calls].count("probe") == 6
+    assert outcome.requests == 6 and outcome.asked == [True, True]
     assert ahead.usage.prompt_tokens > 0
 
 

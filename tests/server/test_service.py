@@ -253,11 +253,12 @@ async def test_truncated_completions_are_reported_and_counted():
         resp = await stub(handle).Guard(pb.GuardRequest(question="q?", num_paths=3, max_tokens=10,
                                                         sub_questions=["s?"]))
         usage = {u.phase: u for u in resp.usage}
-        assert usage["sample"].truncated_completions == 3 and usage["probe"].truncated_completions == 3
+        # The three equal paths share one probe: one probe completion, cut.
+        assert usage["sample"].truncated_completions == 3 and usage["probe"].truncated_completions == 1
         url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
         assert 'trace_guard_truncated_completions_total{phase="sample"} 3.0' in text
-        assert 'trace_guard_truncated_completions_total{phase="probe"} 3.0' in text
+        assert 'trace_guard_truncated_completions_total{phase="probe"} 1.0' in text
     finally:
         await stop_server(handle)
 
@@ -284,6 +285,27 @@ async def test_echo_and_missing_probe_answers_are_reported_and_counted():
         assert 'trace_guard_sub_questions_total{kind="echo"} 1.0' in text
         assert 'trace_guard_sub_questions_total{kind="informative"} 1.0' in text
         assert "trace_guard_probe_answers_missing_total 2.0" in text
+    finally:
+        await stop_server(handle)
+
+
+async def test_a_sub_question_restating_the_question_is_reported_not_probed_and_counted():
+    engine = ScriptedEngine(paths=[" 7 + 5 = 12.\nAnswer: 12"], probe=lambda path, sub: "7")
+    handle = await start_server(engine)
+    try:
+        resp = await stub(handle).Guard(pb.GuardRequest(
+            question="Tom has 7 apples and buys 5. How many apples does Tom have?", num_paths=2,
+            sub_questions=["How many at first?", "How many apples does Tom have?"]))
+        asked, restated = resp.sub_questions
+        assert not asked.not_probed and asked.answered == 2
+        assert restated.not_probed and restated.echo and restated.answered == 0
+        # Two equal paths, one asked sub-question: one probe.
+        assert [kind for kind, _ in engine.calls].count("probe") == 1
+        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        assert 'trace_guard_sub_questions_total{kind="restated"} 1.0' in text
+        assert 'trace_guard_sub_questions_total{kind="informative"} 1.0' in text
+        assert "trace_guard_probe_answers_missing_total 0.0" in text
     finally:
         await stop_server(handle)
 
