@@ -70,6 +70,7 @@ async def sample_all(args, specs) -> dict[str, dict[str, records.Record]]:
                 probe_max_tokens=args.probe_max_tokens,
                 probe_format=ProbeFormat(args.probe_format),
                 probe_read=ProbeRead(args.probe_read),
+                probe_ahead=args.probe_ahead,
             )
             pipeline = GuardPipeline(engine, config)
         return pipeline
@@ -198,6 +199,8 @@ def records_file_name(name: str, ars: str, args) -> str:
         parts.append(f"probes-{args.probe_format}")
     if args.probe_read != GuardConfig.probe_read.value:
         parts.append(f"read-{args.probe_read}")
+    if args.probe_ahead != GuardConfig.probe_ahead:
+        parts.append("ahead" if args.probe_ahead else "no-ahead")
     if args.adaptive:
         parts.append(f"adaptive-m{args.min_paths}-p{args.parallel_paths}-s{args.stop_level:g}")
     if args.confidence_abort:
@@ -460,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how probes put sub-questions to the paths (the serve flag of the same name)")
     p.add_argument("--probe-read", choices=[r.value for r in ProbeRead], default=GuardConfig.probe_read.value,
                    help="how a probe's answer is read (the serve flag of the same name)")
+    p.add_argument("--probe-ahead", action=argparse.BooleanOptionalAction, default=GuardConfig.probe_ahead,
+                   help="sample a probing request's paths one request each and probe each as it ends")
     p.add_argument("--adaptive", action="store_true",
                    help="adaptive sampling: stop once the vote is settled (--num-paths is then the most paths)")
     p.add_argument("--confidence-abort", action="store_true",

@@ -54,6 +54,9 @@ class GuardConfig:
     # How a probe's answer is read: its greedy value, or the likeliest of the values the path wrote
     # (`values` costs 1.8x the sample time on CPU and read no better: not the default).
     probe_read: ProbeRead = ProbeRead.GREEDY
+    # Sample the paths of a request that probes one engine request each, so each path's probes start as
+    # soon as it ends (guard.probe_ahead) instead of after the last path; see benchmarks/README.md.
+    probe_ahead: bool = False
     ars_cache_entries: int = 1024
     # Log each request's question and answer (off by default: request text stays out of logs).
     log_request_text: bool = False
@@ -214,7 +217,8 @@ class GuardPipeline:
                      events: EventStream | None) -> GuardResult:
         plan = self._token_plan(params)
         sampling_params = params if plan.num_paths == params.num_paths else replace(params, num_paths=plan.num_paths)
-        ahead = self._probe_ahead(sampling_params, images, streamed=events is not None)
+        ahead = self._probe_ahead(sampling_params, images,
+                                  streamed=events is not None or self._probes_as_paths_end(sampling_params))
         try:
             sampled = await self._sample(sampling_params, images, clock, budget, events, plan.ars_allowed, ahead)
             if events is not None:
@@ -276,6 +280,12 @@ class GuardPipeline:
             return StageOutcome.skipped(f"{why}; {ANSWER_ONLY}", Stage.PROBE, Stage.SCORE)
         return await self.consistency.run(params, images, sampled.paths, sub_questions, clock, budget, ahead)
 
+    def _probes_as_paths_end(self, params: GuardParams) -> bool:
+        """Whether `probe_ahead` has this request's paths sampled one by one: it probes, and no budget may
+        yet skip probing."""
+        return (self.config.probe_ahead and params.num_paths > 1 and SCORERS[params.scorer].uses_ars
+                and params.latency_budget_ms is None and params.max_total_tokens is None)
+
     def _probe_ahead(self, params: GuardParams, images: list[object], streamed: bool) -> ProbeAhead | None:
         """Probe each path as it ends (guard.probe_ahead) when paths are sampled one by one and the scorer
         probes; not under a latency or token budget, which may yet skip probing."""
@@ -331,8 +341,8 @@ class GuardPipeline:
         self, params: GuardParams, prompt: Prompt, events: EventStream | None, ahead: ProbeAhead | None
     ) -> tuple[GenerationResult, SamplingReport]:
         """All num_paths in one engine request; or a stream of single paths, stopped once the vote settles
-        (adaptive) or once all num_paths finished (streaming events of a fixed-N request)."""
-        plan = PathPlan.of(params, streamed=events is not None)
+        (adaptive) or once all num_paths finished (streaming events, or probes started as paths end)."""
+        plan = PathPlan.of(params, streamed=events is not None or ahead is not None)
         spec = self.sample_spec(params, params.num_paths)
         if plan is None:
             return await self.engine.generate(prompt, spec, params.request_id), SamplingReport.fixed(params.num_paths)

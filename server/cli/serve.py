@@ -104,6 +104,9 @@ def _add_pipeline_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--probe-read", choices=[r.value for r in ProbeRead], default=GuardConfig.probe_read.value,
                    help="greedy: a probe's answer is its greedy short answer; values: the likeliest (teacher-"
                         "forced) of the values the path wrote and that greedy answer")
+    s.add_argument("--probe-ahead", action=argparse.BooleanOptionalAction, default=GuardConfig.probe_ahead,
+                   help="sample the paths of a probing request one engine request each, so each path's probes "
+                        "start as soon as it ends (not under a latency or token budget)")
     s.add_argument("--ars-retry-samples", type=int, default=GuardConfig.ars_retry_samples,
                    help="when the greedy sub-question set is unusable, sample this many more in one call "
                         "(0: no retry)")
@@ -185,6 +188,7 @@ def guard_config(args: argparse.Namespace) -> GuardConfig:
         probe_max_tokens=args.probe_max_tokens or GuardConfig.probe_max_tokens,
         probe_format=ProbeFormat(args.probe_format),
         probe_read=ProbeRead(args.probe_read),
+        probe_ahead=args.probe_ahead,
         ars_retry_samples=args.ars_retry_samples,
         log_request_text=args.log_request_text,
     )

@@ -4,6 +4,7 @@ are cancelled with the request."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -75,6 +76,32 @@ async def test_pipeline_probes_early_paths_before_the_last_path_ends(streamed):
     assert result.usage["probe"].prompt_tokens > 0
     answers = [row.path_answers for row in result.sub_questions]
     assert answers == [["7", "7", "7", "7"], ["5", "6", "5", "5"]]
+
+
+async def test_the_probe_ahead_setting_samples_a_probing_requests_paths_one_by_one():
+    from guard.pipeline import GuardConfig
+
+    long_path = " " + " ".join(["so"] * 60) + " 7 + 5 = 12.\nAnswer: 12"
+    engine = ScriptedEngine(paths=(*PATHS, long_path), probe=probe, word_seconds=0.002)
+    pipeline = GuardPipeline(engine, GuardConfig(probe_ahead=True))
+    params = GuardParams(QUESTION, sub_questions=SUBS, num_paths=4, scorer="trace", seed=1)
+    result = await pipeline.run(params)
+    kinds = [k for k, _ in engine.calls]
+    # Four single-path requests, and probes of the paths that ended before the long one.
+    assert [n for k, n in engine.calls if k == "sample"] == [1, 1, 1, 1]
+    last_sample = len(kinds) - 1 - kinds[::-1].index("sample")
+    assert "probe" in kinds[:last_sample], kinds
+    assert not result.sampling.adaptive and result.sampling.stop_reason.value == "fixed"
+    assert [row.path_answers for row in result.sub_questions] == [["7", "7", "7", "7"], ["5", "6", "5", "5"]]
+    batch = await GuardPipeline(ScriptedEngine(paths=(*PATHS, long_path), probe=probe)).run(params)
+    assert (result.answer, result.decision, result.confidence) == (batch.answer, batch.decision, batch.confidence)
+
+    # Requests that do not probe, or whose budget may yet skip probing, keep one n=N request.
+    for other in (replace(params, scorer="majority"), replace(params, latency_budget_ms=60_000),
+                  replace(params, max_total_tokens=10_000)):
+        engine.calls.clear()
+        await pipeline.run(other)
+        assert [n for k, n in engine.calls if k == "sample"] == [4], other
 
 
 async def test_early_probes_decide_as_the_batch_does():
