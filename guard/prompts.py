@@ -61,22 +61,30 @@ _EXAMPLES = [
 ]
 
 # The continue format's examples, whose sub-question lines teach every probe of a request how to answer.
-# The egg example's "How many rows are in the box?" (a number given in the question, the first one on
-# the solution line) gave way to a solution that computes two values on one line and asks for each:
-# probes then read the value a path computed for a part rather than the part's first operand ("65" for
-# the "65 * 5" of "65 * 5 + 45 * 3 = 325 + 135"). Chosen on generated problems (benchmarks/README.md,
-# "Probe examples"): the gold value read on right paths went from 34 to 40 of 53 on the same paths.
+# Each short answer of a computed value writes its calculation ("3 * 8 = 24"), read as its result: a
+# probe that copies a number instead of working the step out answers with the step's first operand
+# ("7" for the "7 * 7 = 49" of "7 * 7 - 17 = 49 - 17 = 32"), one that writes the calculation reads its
+# result. And the egg example's "How many rows are in the box?" (a number given in the question) gave
+# way to a compound line that asks for each part. Chosen on generated problems (benchmarks/README.md,
+# "Probe examples" and "Short answers that calculate").
 _CONTINUE_EXAMPLES = [
-    _EXAMPLES[0],
-    _EXAMPLES[1],
+    (
+        _EXAMPLES[0][0], _EXAMPLES[0][1], _EXAMPLES[0][2],
+        [("How many muffins are left after selling?", "24 - 9 = 15"),
+         ("How many muffins does he have now?", "15 + 6 = 21")],
+    ),
+    (
+        _EXAMPLES[1][0], _EXAMPLES[1][1], _EXAMPLES[1][2],
+        [("How many stickers does Lily have at first?", "9"), ("How many stickers does Lily have?", "9 + 4 = 13")],
+    ),
     (
         "A shop sells 3 shirts for 8 dollars each and 2 hats for 5 dollars each. How many dollars does the shop get?",
         "The shop gets 3 * 8 + 2 * 5 = 24 + 10 = 34 dollars.",
         "34",
         [
-            ("How many dollars does the shop get for the shirts?", "24"),
-            ("How many dollars does the shop get for the hats?", "10"),
-            ("How many dollars does the shop get?", "34"),
+            ("How many dollars does the shop get for the shirts?", "3 * 8 = 24"),
+            ("How many dollars does the shop get for the hats?", "2 * 5 = 10"),
+            ("How many dollars does the shop get?", "24 + 10 = 34"),
         ],
     ),
 ]

@@ -28,6 +28,9 @@ import pytest
         (" 12 (7 + 5 = 12)", "12"),
         (" (3 + 4) * 2 = 14", "14"),
         (" 6 * 4 = 24 eggs", "24 eggs"),
+        # Short answers that write their calculation, as the continue format's examples teach.
+        (" 7 * 7 - 17 = 49 - 17 = 32", "49"),
+        (" 30 * 5 = 150 miles.", "150 miles"),
         (" Paris, France", "Paris, France"),  # no equation: the line as written
     ],
 )
@@ -229,14 +232,16 @@ def test_the_continue_format_teaches_sub_questions_in_the_sampling_prompt_and_ne
     assert "Sub-question:" not in legacy.path_prompt(QUESTION).text
     assert legacy.path_stop == ("\n\n", "\nQuestion:")
     text = cont.path_prompt(QUESTION).text
-    assert "Answer: 21\nSub-question: How many muffins are left after selling?\nShort answer: 15\n" in text
+    assert "Answer: 21\nSub-question: How many muffins are left after selling?\nShort answer: 24 - 9 = 15\n" in text
     assert text.endswith(f"Question: {QUESTION}\nSolution:")
     assert cont.path_stop == ("\n\n", "\nQuestion:", "\nSub-question:", "\nShort answer:")
-    # Its examples show the value of each part of a compound line, not the part's first operand; the plain
+    # Its examples ask for each part of a compound line, and their short answers write the calculation of a
+    # computed value (read as its result), never just a number; a given number stays a number. The plain
     # prompt (every request that does not probe) keeps the examples it always had.
     assert ("= 24 + 10 = 34 dollars.\nAnswer: 34\nSub-question: How many dollars does the shop get for the shirts?"
-            "\nShort answer: 24\nSub-question: How many dollars does the shop get for the hats?\nShort answer: 10\n"
-            in text)
+            "\nShort answer: 3 * 8 = 24\nSub-question: How many dollars does the shop get for the hats?"
+            "\nShort answer: 2 * 5 = 10\n" in text)
+    assert "Sub-question: How many stickers does Lily have at first?\nShort answer: 9\n" in text
     assert "How many rows are in the box?" not in text
     assert "shirts" not in legacy.path_prompt(QUESTION).text and "6 * 4 = 24 eggs" in legacy.path_prompt(QUESTION).text
     # Chat sampling is the same in both formats.
