@@ -137,10 +137,20 @@ class SamplingReport:
     # or the warm-up never finished).
     aborted_low_confidence: int = 0
     confidence_threshold: float | None = None
+    # Tokens the low-confidence paths had generated when they were aborted.
+    low_confidence_tokens: int = 0
 
     @property
     def not_started(self) -> int:
         return self.max_paths - self.started
+
+    def tokens_saved(self, mean_path_tokens: float) -> float:
+        """Generated tokens saved against the fixed-N plan, estimated with the finished paths' mean length:
+        each path never started saves a mean path; each path aborted for low confidence saves what a mean
+        path has past the tokens it had generated (nothing when it was already longer)."""
+        never_started = self.not_started * mean_path_tokens if self.adaptive else 0.0
+        cut_tails = max(0.0, self.aborted_low_confidence * mean_path_tokens - self.low_confidence_tokens)
+        return never_started + cut_tails
 
     @classmethod
     def fixed(cls, num_paths: int) -> SamplingReport:
@@ -272,6 +282,7 @@ async def sample_stream(
     report = SamplingReport(
         True, reason, rule.max_paths, started, len(finished), aborted, check.leader_probability,
         len(dropped), watch.threshold if watch is not None else None,
+        sum(r.aborted_tokens for r in dropped.values()),
     )
     return StreamedPaths(_merge([finished[i] for i in sorted(finished)], list(dropped.values())), report)
 

@@ -105,9 +105,10 @@ class GuardMetrics:
             ["reason"], registry=r,
         )
         self.tokens_saved = Counter(
-            "trace_guard_sample_tokens_saved_total", "Generated tokens adaptive sampling saved against the "
-            "fixed-N plan, estimated as paths never started x the mean tokens of the finished ones (aborted "
-            "paths count as saving nothing).", registry=r,
+            "trace_guard_sample_tokens_saved_total", "Generated tokens adaptive sampling and the confidence "
+            "abort saved against the fixed-N plan, estimated with the mean tokens of the finished paths: a "
+            "mean path per path never started, and per low-confidence abort what a mean path has past the "
+            "tokens it had generated (vote-settled aborts cannot happen: see guard/sampling.py).", registry=r,
         )
         self.tokens = Counter(
             "trace_guard_tokens_total", "Tokens by pipeline phase and kind (prompt, generated, cached).",
@@ -229,13 +230,12 @@ class GuardMetrics:
         self.paths_used.observe(report.finished)
         self.sampling_stops.labels(report.stop_reason.value).inc()
         self.paths_low_confidence.inc(report.aborted_low_confidence)
+        if report.finished:
+            self.tokens_saved.inc(report.tokens_saved(sum(p.num_tokens for p in result.paths) / report.finished))
         if not report.adaptive:
             return
         self.paths_skipped.labels("aborted").inc(report.aborted)
         self.paths_skipped.labels("not_started").inc(report.not_started)
-        if report.finished and report.not_started:
-            mean_tokens = sum(p.num_tokens for p in result.paths) / report.finished
-            self.tokens_saved.inc(report.not_started * mean_tokens)
 
 
 class _UpstreamCollector:

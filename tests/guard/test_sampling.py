@@ -175,3 +175,20 @@ def test_adaptive_knobs_are_validated(field, value):
     with pytest.raises(InvalidArgumentError) as err:
         GuardParams(question="q?", **{field: value})
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    "report, saved",
+    [
+        # Adaptive: 4 of 8 never started, at a mean of 10 tokens.
+        (SamplingReport(True, StopReason.SETTLED, 8, 4, 4, 0), 40.0),
+        # Fixed N with two low-confidence aborts at 3 and 5 tokens: 7 + 5 tokens of their tails.
+        (SamplingReport(False, StopReason.FIXED, 8, 8, 6, 0, aborted_low_confidence=2, low_confidence_tokens=8), 12.0),
+        # An aborted path already longer than the mean saved nothing (never a negative saving).
+        (SamplingReport(False, StopReason.FIXED, 8, 8, 7, 0, aborted_low_confidence=1, low_confidence_tokens=25), 0.0),
+        # Fixed N, nothing aborted: nothing saved.
+        (SamplingReport.fixed(8), 0.0),
+    ],
+)
+def test_tokens_saved_against_the_fixed_plan(report, saved):
+    assert report.tokens_saved(10.0) == saved

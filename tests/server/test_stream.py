@@ -142,6 +142,9 @@ async def test_confidence_abort_over_grpc_reports_aborted_paths_events_and_metri
         text = await asyncio.to_thread(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{handle.server.metrics_port}/metrics").read().decode())
         assert "trace_guard_paths_aborted_low_confidence_total 2.0" in text
+        # All six started together, so the aborted paths had as many tokens as the warm-up's longest by the
+        # time the threshold was set: nothing saved against fixed N (the estimate never goes negative).
+        assert "trace_guard_sample_tokens_saved_total 0.0" in text
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub(handle).Guard(pb.GuardRequest(question="q?", confidence_abort=True, confidence_keep=0.0))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
