@@ -88,6 +88,23 @@ _LEADING_VALUE_RE = re.compile(
 )
 
 
+# The first equation's result followed by more text: a number that the cut cannot have shortened.
+_COMPLETE_FIRST_RESULT_RE = re.compile(
+    r"\s*(?P<value>[-−]?[$€£¥]?\s*\d(?:\d|,(?=\d))*(?:\.\d+)?%?)(?=[^\d.,]|[.,]\D)"
+)
+
+
+def _cut_short(raw: str) -> str:
+    """The value of a probe cut at its token limit, when the cut cannot have touched it: the result of its
+    first equation, followed by more text ("7 * 7 - 17 = 49 - 1" is 49); "" otherwise ("287 + 76 = 44"
+    may be 443 cut short, so it stays unanswered)."""
+    line = raw.strip().splitlines()[0] if raw.strip() else ""
+    if "=" not in line:
+        return ""
+    match = _COMPLETE_FIRST_RESULT_RE.match(line.split("=", 1)[1])
+    return match.group("value").strip() if match is not None else ""
+
+
 def _short(raw: str) -> str:
     """The value a probe answered, from the first line of its completion.
 
@@ -139,10 +156,11 @@ async def probe_paths(
     for result in results:
         completion = result.completions[0] if result.completions else None
         # A probe cut at its token limit never reached the end of its line: the value in it may be
-        # cut too ("287 + 76 = 44" for 443), so it is left unanswered rather than read wrong.
+        # cut too ("287 + 76 = 44" for 443), so it is left unanswered rather than read wrong, unless it
+        # is a first equation's result with more text after it.
         truncated = completion is not None and completion.truncated
         usage.add(result.prompt_tokens, result.generated_tokens, result.cached_prompt_tokens, int(truncated))
-        short = _short(completion.text) if completion is not None and not truncated else ""
+        short = "" if completion is None else _cut_short(completion.text) if truncated else _short(completion.text)
         answer = normalize_answer(short) if short else None
         read.append((answer.normalized if answer is not None else "", short))
     answers: list[list[str]] = []

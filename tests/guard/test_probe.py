@@ -397,3 +397,23 @@ async def test_equal_scorings_are_sent_once():
     soft = await score_candidates(engine, plan, request_id="r", usage=usage)
     assert [n for kind, n in engine.calls if kind == "score"] == [2]
     assert soft[0][0] == soft[0][1] and set(soft[0][0]) == {"7", "8"}
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (" 7 * 7 - 17 = 49 - 1", "49"),          # the first result, with more after it: whole
+        (" 30 * 5 = 150 miles in the first", "150"),
+        (" 287 + 76 = 44", ""),                 # may be 443 cut short
+        (" 287 + 76 = 443", ""),                # the same: nothing after it
+        (" 2 * 1,5", ""),                       # no equation
+        (" 12 + 3 = 15.5 and", "15.5"),
+        (" 12 + 3 = 15, then 15 +", "15"),
+        (" 3 * 4 = 12.", ""),                   # "12." may be "12.5" cut short
+        ("", ""),
+    ],
+)
+def test_a_probe_cut_at_its_limit_is_read_only_where_the_cut_cannot_have_touched_the_value(raw, expected):
+    from guard.probe import _cut_short
+
+    assert _cut_short(raw) == expected
