@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from guard.engine.aio import gather_all
 from guard.engine.base import GenerationResult, ModelInfo, PathUpdate, Prompt, SampleSpec, repeat_completions
 from guard.engine.chat import render_chat
+from guard.engine.cpu_threads import BIND_ENV, omp_threads_bind
 from guard.engine.tokens import require_image_support
 from guard.engine.versions import warn_if_unsupported_vllm
 from guard.engine.vllm_convert import sampling_params, to_generation_result, top_logprobs
@@ -90,6 +91,12 @@ class VllmEngine(VllmScoring, VllmSubmission):
             # multi-threaded server (gRPC, the executor thread below) can deadlock the child.
             os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
             warn_if_unsupported_vllm()
+            if on_cpu():
+                bind = omp_threads_bind(sorted(os.sched_getaffinity(0)), os.environ)
+                if bind is not None:
+                    # Read by the engine's child processes when they start (guard.engine.cpu_threads).
+                    os.environ[BIND_ENV] = bind
+                    logger.info("vLLM CPU compute threads bound to CPUs %s", bind)
             llm = await self._build_off_loop()
             await self._adopt(llm)
             logger.info(
