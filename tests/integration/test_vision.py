@@ -156,7 +156,9 @@ def test_the_prefix_cache_tells_images_apart(stub):
 
 def test_concurrent_requests_with_different_images_do_not_mix(stub):
     """Greedy answers about three images, sent alone and then interleaved in one batch, must be identical
-    (text and token log-probabilities; the sidecar runs float32, which is batch-invariant on CPU)."""
+    (text, and token log-probabilities up to float32 summation order: the sidecar runs float32, and the
+    model's threads on every CPU of a small machine add partial sums in an order that depends on the
+    batch, about 1e-6 relative; an image mixed up with another changes far more)."""
     images = {"shapes": shapes_png("red", 3), "noise": noise_png(), "black": shapes_png("red", 0, color_bg="black")}
     question = "What colour is the biggest shape in the image?"
 
@@ -176,7 +178,7 @@ def test_concurrent_requests_with_different_images_do_not_mix(stub):
         together = list(pool.map(ask, order))
     for name, (text, confidence) in zip(order, together):
         assert text == alone[name][0]
-        assert confidence == pytest.approx(alone[name][1], rel=1e-6)
+        assert confidence == pytest.approx(alone[name][1], rel=1e-4)
 
 
 def _too_many(limits) -> list[pb.Image]:
