@@ -1,5 +1,8 @@
 """A real gRPC server (port 0, loopback) over a scripted engine, and a channel to it."""
 
+import asyncio
+import urllib.request
+
 import grpc
 import pytest_asyncio
 
@@ -28,6 +31,12 @@ async def start_server(engine, config=None, **options) -> ServerHandle:
 async def stop_server(handle: ServerHandle) -> None:
     await handle.channel.close()
     await handle.server.stop(grace=1)
+
+
+async def scrape_metrics(handle: ServerHandle) -> str:
+    """The server's Prometheus exposition, fetched over HTTP off the event loop."""
+    url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
+    return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
 
 
 @pytest_asyncio.fixture

@@ -14,7 +14,7 @@ from guard.errors import EngineError
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 from tests.scripted_engine import ScriptedEngine
-from tests.server.conftest import start_server, stop_server
+from tests.server.conftest import scrape_metrics, start_server, stop_server
 
 
 def stub(handle):
@@ -255,8 +255,7 @@ async def test_truncated_completions_are_reported_and_counted():
         usage = {u.phase: u for u in resp.usage}
         # The three equal paths share one probe: one probe completion, cut.
         assert usage["sample"].truncated_completions == 3 and usage["probe"].truncated_completions == 1
-        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
-        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        text = await scrape_metrics(handle)
         assert 'trace_guard_truncated_completions_total{phase="sample"} 3.0' in text
         assert 'trace_guard_truncated_completions_total{phase="probe"} 1.0' in text
     finally:
@@ -280,8 +279,7 @@ async def test_echo_and_missing_probe_answers_are_reported_and_counted():
         assert echo.echo and echo.echo_paths == 4 and echo.answered == 4
         assert not informative.echo and informative.answered == 2 and informative.modal_answer == "7"
         assert resp.decision == pb.DECISION_ACCEPT and resp.region == pb.REGION_RELIABLE
-        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
-        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        text = await scrape_metrics(handle)
         assert 'trace_guard_sub_questions_total{kind="echo"} 1.0' in text
         assert 'trace_guard_sub_questions_total{kind="informative"} 1.0' in text
         assert "trace_guard_probe_answers_missing_total 2.0" in text
@@ -301,8 +299,7 @@ async def test_a_sub_question_restating_the_question_is_reported_not_probed_and_
         assert restated.not_probed and restated.echo and restated.answered == 0
         # Two equal paths, one asked sub-question: one probe.
         assert [kind for kind, _ in engine.calls].count("probe") == 1
-        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
-        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        text = await scrape_metrics(handle)
         assert 'trace_guard_sub_questions_total{kind="restated"} 1.0' in text
         assert 'trace_guard_sub_questions_total{kind="informative"} 1.0' in text
         assert "trace_guard_probe_answers_missing_total 0.0" in text
@@ -343,8 +340,7 @@ async def test_probe_answer_sources_are_reported_and_counted(probe_format):
         assert sold.echo_paths == 0 and sold.from_path_values == 2
         assert list(resp.paths[0].path_values) == ["24", "9", "15", "6", "21"]
         assert list(resp.paths[1].path_values) == ["24", "6", "30", "9", "21"]
-        url = f"http://127.0.0.1:{handle.server.metrics_port}/metrics"
-        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        text = await scrape_metrics(handle)
         assert 'trace_guard_probe_answers_total{source="final_answer"} 2.0' in text
         assert 'trace_guard_probe_answers_total{source="path_value"} 4.0' in text
         assert 'trace_guard_probe_answers_total{source="other"} 2.0' in text
