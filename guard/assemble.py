@@ -75,7 +75,7 @@ def sub_question_table(analysis: ArsAnalysis, paths: list[PathResult]) -> list[S
             echo_paths=sources.count(ProbeAnswerSource.FINAL_ANSWER),
             from_path_values=sources.count(ProbeAnswerSource.PATH_VALUE),
             path_answer_sources=sources,
-            probed=not analysis.asked or analysis.asked[k],
+            probed=analysis.asked[k],
         ))
     return table
 

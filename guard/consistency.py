@@ -51,7 +51,7 @@ class ArsAnalysis:
     # soft[k][i]: path i's distribution over the candidates of sub-question k, when scored.
     soft: list[list[SoftAnswer | None]] | None = None
     # asked[k]: sub-question k was put to the paths (False: it restates the question and was not probed;
-    # it is an echo). Empty: all asked.
+    # it is an echo). One entry per sub-question.
     asked: list[bool] = field(default_factory=list)
 
     @property
@@ -194,7 +194,7 @@ def analyze_ars(
         support=_support(match, num_paths),
         first_failure_step=_first_failures(match, path_answers, modal, agreement, ffs_threshold),
         soft=[list(row) for row in soft] if soft is not None else None,
-        asked=list(asked),
+        asked=list(asked) if asked else [True] * len(sub_questions),
     )
 
 

@@ -170,3 +170,4 @@ def test_asked_needs_one_entry_per_sub_question():
     with pytest.raises(ValueError, match="asked"):
         analyze_ars(["a?", "b?"], [["1"], ["2"]], asked=[True])
     assert analyze_ars(["a?"], [["1"]], asked=[False]).asked == [False]
+    assert analyze_ars(["a?", "b?"], [["1"], ["2"]]).asked == [True, True]  # not given: all asked
