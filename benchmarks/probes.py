@@ -10,7 +10,12 @@ always goes first after sampling.
         --variant legacy:greedy:12 --variant continue:greedy:12 --variant continue:values:12
 
 A variant ending in `:all` sends every probe of the N x K grid (as before equal probes were shared and
-restated questions skipped), for comparison.
+restated questions skipped), for comparison. A limit of 1 token (`continue:greedy:1`) times the probes'
+prefill alone: the floor no answer format can go under.
+
+Before each variant the engine's prefix cache is emptied and the sampled paths prefilled again, so every
+variant meets the cache as serving leaves it after sampling (otherwise a variant would find the probe
+prompts an earlier variant cached, and look cheaper than it is).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from benchmarks import datasets
 from benchmarks.quality import gold_ars
 from guard.answers import answers_equivalent, normalize_answer
 from guard.budget import Budget, StageCostModel
+from guard.engine import Prompt, SampleSpec
 from guard.params import GuardParams
 from guard.pipeline import GuardConfig, GuardPipeline
 from guard.probe import ProbeRead
@@ -124,6 +130,13 @@ def tally_gold(tally: Tally, problem, gold_values, paths, analysis) -> None:
             tally.ffs_match += analysis.first_failure_step[i] == first_wrong
 
 
+async def warm_as_served(engine, as_sampled: list[Prompt], request_id: str) -> None:
+    """The prefix cache as sampling leaves it: emptied, then each path (its prompt and text) prefilled."""
+    if not await engine.reset_prefix_cache():
+        raise RuntimeError("vLLM did not reset its prefix cache: a request is still running")
+    await engine.generate_many(as_sampled, SampleSpec(n=1, temperature=0.0, max_tokens=1), request_id)
+
+
 async def run(args) -> dict:
     from guard.engine.vllm_engine import VllmEngine
     from server.model_store import resolve_model_or_default
@@ -166,8 +179,10 @@ async def run(args) -> dict:
             print(f"[{n + 1}/{len(problems)}] {problem.id}: {len(subs)} sub-questions, sampled in {sample_ms:.0f} ms",
                   file=sys.stderr, flush=True)
             paths = pipeline.read_paths(sampled)
+            as_sampled = [Prompt(prompt.text + c.text, prompt.images) for c in sampled.completions]
             for j in range(len(variants)):
                 variant = variants[(n + j) % len(variants)]
+                await warm_as_served(engine, as_sampled, f"{params.request_id}-warm-{j}")
                 clock = StageClock()
                 sent.clear()
                 outcome = await stages[variant].run(params, [], paths, list(subs), clock, Budget())

@@ -195,6 +195,11 @@ class ScriptedEngine:
         self._ars_given += 1
         return text
 
+    async def reset_prefix_cache(self) -> bool:
+        """Forget every cached prompt (as `VllmEngine.reset_prefix_cache`)."""
+        self._cached_texts.clear()
+        return True
+
     def _cache(self, text: str, completions: list[Completion]) -> int:
         if not self.prefix_cache:
             return 0

@@ -282,6 +282,11 @@ class VllmEngine(VllmScoring, VllmSubmission):
         """Lifetime prefix-cache token counters from vLLM's scheduler stats (queries, hits)."""
         return None if self._llm is None else self._stats.prefix_cache()
 
+    async def reset_prefix_cache(self) -> bool:
+        """Drop every cached prefix block (benchmarks use it so each variant meets the cache as served).
+        False when vLLM refused: blocks still in use by running requests cannot be dropped."""
+        return bool(await self._engine().reset_prefix_cache())
+
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         self._engine()
         return render_chat(

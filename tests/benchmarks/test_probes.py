@@ -51,3 +51,19 @@ def test_gold_tally_reads_a_sub_question_not_asked_as_the_paths_final_answer():
     assert (tally.ffs_total, tally.ffs_match) == (1, 1)
     tally.sent, tally.probes = 2, 4
     assert tally.summary()["probes_sent_share"] == 0.5
+
+
+async def test_warm_as_served_leaves_only_the_sampled_paths_cached():
+    from benchmarks.probes import warm_as_served
+    from guard.engine import Prompt, SampleSpec
+    from tests.scripted_engine import ScriptedEngine
+
+    engine = ScriptedEngine(prefix_cache=True)
+    probe = Prompt("Question: q Solution: two steps here Sub-question: how many? Short answer:")
+    spec = SampleSpec(n=1, temperature=0.0, max_tokens=4)
+    # A variant's probe leaves its whole prompt cached: a second variant would find it all.
+    await engine.generate_many([probe], spec, "variant-a")
+    assert (await engine.generate_many([probe], spec, "variant-b"))[0].cached_prompt_tokens == 10
+    await warm_as_served(engine, [Prompt("Question: q Solution: two steps here")], "warm")
+    # After warming, only the path is cached: the probe's own line is computed again.
+    assert (await engine.generate_many([probe], spec, "variant-b"))[0].cached_prompt_tokens == 5

@@ -48,3 +48,16 @@ async def test_continue_probes_are_served_from_the_prefix_cache(engine):
     print(f"\nprobe prompt tokens from the prefix cache: continue {cached}/{prompt} = {share:.1%}, "
           f"legacy {legacy_cached}/{legacy_prompt} = {legacy_share:.1%}")
     assert share >= 0.90, (cached, prompt)
+
+
+async def test_reset_prefix_cache_empties_the_cache(engine):
+    from guard.engine import Prompt, SampleSpec
+
+    prompt = Prompt("Question: " + " ".join(f"item {i} costs {i + 3} dollars." for i in range(20)) + "\nSolution:")
+    spec = SampleSpec(n=1, temperature=0.0, max_tokens=1)
+    await engine.generate(prompt, spec, "reset-fill")
+    again = await engine.generate(prompt, spec, "reset-hit")
+    assert again.cached_prompt_tokens >= 64, again
+    assert await engine.reset_prefix_cache()
+    after = await engine.generate(prompt, spec, "reset-miss")
+    assert after.cached_prompt_tokens == 0, after
