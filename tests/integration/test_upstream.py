@@ -99,9 +99,14 @@ def _comparable(resp: pb.GuardResponse) -> dict:
         "model": resp.model, "scorer": resp.scorer, "ars_source": resp.ars_source, "threshold": resp.threshold,
         "usage_phases": sorted(u.phase for u in resp.usage),
         "notes": list(resp.notes), "degraded_stages": list(resp.degraded_stages),
-        "soft": [round(r.soft_agreement, 3) for r in resp.sub_questions],
-        "scores": [round(p.score, 3) for p in resp.paths], "support": [round(p.support, 3) for p in resp.paths],
     }
+
+
+def _soft_values(resp: pb.GuardResponse) -> list[float]:
+    """The values computed from prompt logprobs: equal between engines only up to float32 noise (rounding
+    them could still split a pair that straddles a rounding boundary)."""
+    return ([r.soft_agreement for r in resp.sub_questions] + [p.score for p in resp.paths]
+            + [p.support for p in resp.paths])
 
 
 @pytest.fixture
@@ -130,8 +135,7 @@ def test_upstream_gives_the_same_response_as_the_in_process_engine(inprocess_flo
     assert remote.confidence == pytest.approx(local.confidence, abs=1e-3)
     for name, value in local.features.items():
         assert remote.features[name] == pytest.approx(value, abs=1e-3), name
-    for a, b in zip(local.sub_questions, remote.sub_questions):
-        assert b.soft_agreement == pytest.approx(a.soft_agreement, abs=1e-3)
+    assert _soft_values(remote) == pytest.approx(_soft_values(local), abs=1e-3)
     with grpc.insecure_channel(upstream_sidecar.address) as ch:
         info = guard_pb2_grpc.GuardServiceStub(ch).GetInfo(pb.GetInfoRequest(), timeout=10)
     assert info.engine == "vllm-openai" and info.model == remote.model and info.shadow and info.guard_fraction == 0.5
