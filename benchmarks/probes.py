@@ -68,6 +68,8 @@ class Variant:
 class Tally:
     ratios: list[float] = field(default_factory=list)
     probe_ms: list[float] = field(default_factory=list)
+    # Teacher-forced scoring after the probes (trace's contested sub-questions), over the sample time.
+    score_ratios: list[float] = field(default_factory=list)
     usage: PhaseUsage = field(default_factory=PhaseUsage)
     # Probes of the N x K grid, and the probe requests the engine got for them.
     probes: int = 0
@@ -89,6 +91,7 @@ class Tally:
             "problems": len(self.ratios),
             "probe_over_sample_p50": statistics.median(self.ratios) if self.ratios else float("nan"),
             "probe_ms_p50": statistics.median(self.probe_ms) if self.probe_ms else float("nan"),
+            "score_over_sample_p50": statistics.median(self.score_ratios) if self.score_ratios else float("nan"),
             "probe_prompt_cached_share": share(self.usage.cached_prompt_tokens, self.usage.prompt_tokens),
             "probes_cut_share": share(self.usage.truncated, self.sent),
             "probes_sent_share": share(self.sent, self.probes),
@@ -190,6 +193,7 @@ async def run(args) -> dict:
                 probe_ms = clock.timings_ms.get(Stage.PROBE, 0.0)
                 tally.ratios.append(probe_ms / sample_ms)
                 tally.probe_ms.append(probe_ms)
+                tally.score_ratios.append(clock.timings_ms.get(Stage.SCORE, 0.0) / sample_ms)
                 probe_usage = outcome.usage.get(Stage.PROBE, PhaseUsage())
                 tally.usage.add(probe_usage.prompt_tokens, probe_usage.generated_tokens,
                                 probe_usage.cached_prompt_tokens, probe_usage.truncated)

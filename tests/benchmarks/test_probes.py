@@ -67,3 +67,10 @@ async def test_warm_as_served_leaves_only_the_sampled_paths_cached():
     await warm_as_served(engine, [Prompt("Question: q Solution: two steps here")], "warm")
     # After warming, only the path is cached: the probe's own line is computed again.
     assert (await engine.generate_many([probe], spec, "variant-b"))[0].cached_prompt_tokens == 5
+
+
+def test_summary_reports_probe_and_score_stage_ratios_as_medians():
+    tally = Tally(ratios=[0.4, 0.5, 0.9], probe_ms=[400.0, 500.0, 900.0], score_ratios=[0.0, 0.2, 0.3])
+    summary = tally.summary()
+    assert summary["probe_over_sample_p50"] == 0.5 and summary["score_over_sample_p50"] == 0.2
+    assert summary["problems"] == 3
