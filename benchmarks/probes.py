@@ -15,7 +15,9 @@ prefill alone: the floor no answer format can go under.
 
 Before each variant the engine's prefix cache is emptied and the sampled paths prefilled again, so every
 variant meets the cache as serving leaves it after sampling (otherwise a variant would find the probe
-prompts an earlier variant cached, and look cheaper than it is).
+prompts an earlier variant cached, and look cheaper than it is). The legacy format's probes bring a
+few-shot header of their own, which serving keeps cached across requests but which the reset drops:
+legacy variants pay that header's prefill once per problem here, so compare them with care.
 """
 
 from __future__ import annotations
