@@ -94,11 +94,16 @@ _COMPLETE_FIRST_RESULT_RE = re.compile(
 )
 
 
+def _first_line(raw: str) -> str:
+    """The first non-blank line of a probe completion, stripped ("" when there is none)."""
+    return raw.strip().splitlines()[0] if raw.strip() else ""
+
+
 def _cut_short(raw: str) -> str:
     """The value of a probe cut at its token limit, when the cut cannot have touched it: the result of its
     first equation, followed by more text ("7 * 7 - 17 = 49 - 1" is 49); "" otherwise ("287 + 76 = 44"
     may be 443 cut short, so it stays unanswered)."""
-    line = raw.strip().splitlines()[0] if raw.strip() else ""
+    line = _first_line(raw)
     if "=" not in line:
         return ""
     match = _COMPLETE_FIRST_RESULT_RE.match(line.split("=", 1)[1])
@@ -115,7 +120,7 @@ def _short(raw: str) -> str:
     reads its first result ("24 - 9 = 15 + 6 = 21" is 15). A trailing period or unmatched bracket is
     dropped.
     """
-    line = raw.strip().splitlines()[0] if raw.strip() else ""
+    line = _first_line(raw)
     if "=" in line:
         first_clause = _CLAUSE_END_RE.split(line, maxsplit=1)[0]
         if "=" not in first_clause and _STARTS_WITH_VALUE_RE.match(first_clause):

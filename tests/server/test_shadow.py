@@ -3,12 +3,11 @@ decision log receives both outcomes, and excess shadow work is dropped and count
 
 import asyncio
 import json
-import urllib.request
 
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 from tests.scripted_engine import ScriptedEngine
-from tests.server.conftest import start_server, stop_server
+from tests.server.conftest import scrape_metrics, start_server, stop_server
 
 
 def _records(path) -> list[dict]:
@@ -34,9 +33,7 @@ async def test_shadow_returns_raw_while_guard_runs_in_background(tmp_path):
         # The shadow queue (max 1) is full: the next request is still answered, its shadow run dropped.
         second = await stub.Guard(pb.GuardRequest(question="7 + 5?", num_paths=3, request_id="r2"))
         assert second.decision == pb.DECISION_RAW and second.arm == pb.ARM_SHADOW
-        metrics = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{handle.server.metrics_port}/metrics").read().decode()
-        )
+        metrics = await scrape_metrics(handle)
         assert "trace_guard_shadow_dropped_total 1.0" in metrics
         assert "trace_guard_shadow_pending 1.0" in metrics
         gate.set()
@@ -68,9 +65,7 @@ async def test_shadow_metrics_carry_the_shadow_arm(tmp_path):
             if handle.server.shadow.pending == 0:
                 break
             await asyncio.sleep(0.02)
-        text = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{handle.server.metrics_port}/metrics").read().decode()
-        )
+        text = await scrape_metrics(handle)
     finally:
         await stop_server(handle)
     # The caller-facing raw answer and the background guard both count under arm="shadow".

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 
 import grpc
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from server.pb import guard_pb2 as pb
 from server.pb import guard_pb2_grpc
 from tests.scripted_engine import ScriptedEngine
-from tests.server.conftest import start_server, stop_server
+from tests.server.conftest import scrape_metrics, start_server, stop_server
 
 
 def stub(handle):
@@ -60,8 +59,7 @@ async def test_stream_retracts_a_provisional_answer_the_guard_does_not_back():
         decision = events[-1].decision
         assert decision.retracted and decision.retract_reason == "changed"
         assert decision.response.answer.normalized == "12"
-        text = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{handle.server.metrics_port}/metrics").read().decode())
+        text = await scrape_metrics(handle)
         assert 'trace_guard_stream_decisions_total{outcome="retract",reason="changed"} 1.0' in text
         assert "trace_guard_stream_provisional_seconds_count 1.0" in text
         assert "trace_guard_stream_decision_seconds_count 1.0" in text
@@ -139,8 +137,7 @@ async def test_confidence_abort_over_grpc_reports_aborted_paths_events_and_metri
         s = events[-1].decision.response.sampling
         assert s.aborted_low_confidence == 2 and s.finished == 4 and s.confidence_threshold == pytest.approx(1.55)
         assert events[-1].decision.response.answer.normalized == "12"
-        text = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{handle.server.metrics_port}/metrics").read().decode())
+        text = await scrape_metrics(handle)
         assert "trace_guard_paths_aborted_low_confidence_total 2.0" in text
         # All six started together, so the aborted paths had as many tokens as the warm-up's longest by the
         # time the threshold was set: nothing saved against fixed N (the estimate never goes negative).
