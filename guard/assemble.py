@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from guard.answers import Answer, cluster_answers
+from guard.answers import Answer, cluster_answers, representative
 from guard.consistency import ArsAnalysis
 from guard.policy import Policy, Verdict, decide
 from guard.result import PathResult, ProbeAnswerSource, SubQuestionResult
@@ -40,7 +40,7 @@ def decide_paths(
     return Decided(
         selection=selection,
         verdict=verdict,
-        answer=paths[winners[0]].answer if winners else None,
+        answer=paths[representative(answers, winners)].answer if winners else None,
         paths=scored,
         sub_questions=sub_question_table(analysis, scored) if analysis is not None else [],
         features=_features(selection, analysis, winners, top_logprobs),

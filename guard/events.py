@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from guard.answers import Answer, answers_equivalent
+from guard.answers import Answer, answers_equivalent, representative
 from guard.confidence_abort import LOW_CONFIDENCE
 from guard.engine import Completion
 from guard.result import ArsSource, Decision, GuardResult
@@ -116,7 +116,7 @@ class EventStream:
         """The request moved on to `stage` (or, with `stop_reason`, sampling ended); the leader among all
         its paths."""
         clusters = ranked_clusters(answers)
-        leader = answers[clusters[0][0]] if clusters else None
+        leader = answers[representative(answers, clusters[0])] if clusters else None
         share = len(clusters[0]) / len(answers) if clusters else 0.0
         self.emit(ProgressEvent(stage, leader, share, len(answers), stop_reason))
 

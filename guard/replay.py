@@ -7,7 +7,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from guard.answers import Answer, AnswerKind, answers_equivalent, cluster_answers, normalize_answer
+from guard.answers import (
+    Answer,
+    AnswerKind,
+    answers_equivalent,
+    cluster_answers,
+    normalize_answer,
+    representative,
+)
 from guard.consistency import analyze_ars
 from guard.policy import Policy, decide
 from guard.result import Decision, GuardResult, Region
@@ -122,7 +129,7 @@ def rescore(record: Record, scorer: str, policy: Policy) -> Outcome:
     sel = select(SCORERS[scorer], inp)
     winner_paths = list(inp.clusters[sel.winner]) if sel.winner is not None else []
     verdict = decide(sel, inp.ars, winner_paths, scorer, policy)
-    answer = inp.answers[winner_paths[0]] if winner_paths else None
+    answer = inp.answers[representative(inp.answers, winner_paths)] if winner_paths else None
     return Outcome(
         correct=record.is_correct(answer),
         confidence=sel.confidence,

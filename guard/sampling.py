@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from guard.answers import Answer, cluster_answers
+from guard.answers import Answer, cluster_answers, cluster_name, representative
 from guard.confidence_abort import AbortRule, ConfidenceWatch
 from guard.engine import Completion, Engine, GenerationResult, Prompt, SampleSpec
 from guard.params import GuardParams
@@ -49,7 +49,7 @@ def leader_stays_probability(leader: int, runner_up: int) -> float:
 def ranked_clusters(answers: Sequence[Answer | None]) -> list[list[int]]:
     """Groups of equivalent answers, largest first; equal sizes by the answer's text, so the leader never
     depends on the order the paths finished in."""
-    return sorted(cluster_answers(answers), key=lambda c: (-len(c), answers[c[0]].normalized))
+    return sorted(cluster_answers(answers), key=lambda c: (-len(c), cluster_name(answers, c)))
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class StopRule:
         settled = len(answers) >= self.min_paths and leader > 0 and probability >= self.level
         return StopCheck(
             settled or len(answers) >= self.max_paths, settled, probability,
-            answers[clusters[0][0]] if clusters else None, leader / len(answers) if answers else 0.0,
+            answers[representative(answers, clusters[0])] if clusters else None, leader / len(answers) if answers else 0.0,
             leader, runner_up,
         )
 

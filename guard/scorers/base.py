@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from guard.answers import Answer
+from guard.answers import Answer, cluster_name
 from guard.consistency import ArsAnalysis
 
 
@@ -85,6 +85,5 @@ def select(scorer: Scorer, inp: ScoringInput) -> Selection:
     )
 
 
-def _cluster_key(inp: ScoringInput, cluster: int) -> str:
-    """The smallest normalised answer of a cluster: an order-free name for it."""
-    return min(inp.answers[i].normalized for i in inp.clusters[cluster])
+def _cluster_key(inp: ScoringInput, cluster: int) -> tuple[str, str]:
+    return cluster_name(inp.answers, inp.clusters[cluster])

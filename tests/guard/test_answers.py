@@ -19,6 +19,7 @@ from guard.answers import (
     equivalence,
     extract_answer,
     normalize_answer,
+    representative,
     symbolic,
 )
 
@@ -655,14 +656,38 @@ def test_cluster_answers(raws, expected):
     "raws, expected",
     [
         (["5 km", "5 m", "5 kilometers", "5"], [[0, 2, 3], [1]]),
-        # A bare number joins the first cluster; a later unit must not merge km and m through it.
+        # A bare number joins the unit more paths gave, whichever came first; it never merges km and m.
         (["5", "5 km", "5 m", "5 km"], [[0, 1, 3], [2]]),
+        (["5", "5 m", "5 km", "5 km"], [[0, 2, 3], [1]]),
+        # Two units with as many paths each: the bare number could be either, so it stands alone.
+        (["5", "5 km", "5 m", "5 km", "5 m"], [[0], [1, 3], [2, 4]]),
+        (["5 m", "5 km", "5", "5 m", "5 km"], [[0, 3], [1, 4], [2]]),
         (["12:30", "1230", "12:30 pm", "2:30 pm", "14:30"], [[0, 2], [1], [3, 4]]),
         (["b", "B) 42", "42", "(B)"], [[0, 1, 3], [2]]),
     ],
 )
 def test_cluster_answers_issue_13(raws, expected):
     assert cluster_answers([_norm(raw) for raw in raws]) == expected
+
+
+@pytest.mark.parametrize(
+    "raws, expected",
+    [
+        # A unit names the cluster over a bare number, then the most common answer, whatever the order.
+        (["5", "5 km", "5"], "5 km"),
+        (["5 km", "5", "5"], "5 km"),
+        (["\\sqrt{2}", "1.41421356", "1.41421356"], "1.41421356"),
+        (["1.41421356", "\\sqrt{2}", "1.41421356"], "1.41421356"),
+        # Equal answers: the smallest spelling.
+        (["3/4", "0.75"], "0.75"),
+        (["5 kilometers", "5 km"], "5 kilometers"),
+        (["5 km", "5 kilometers"], "5 kilometers"),
+    ],
+)
+def test_representative_does_not_depend_on_path_order(raws, expected):
+    items = [_norm(raw) for raw in raws]
+    (cluster,) = cluster_answers(items)
+    assert items[representative(items, cluster)].raw == expected
 
 
 def test_cluster_answers_compares_against_representatives_only(monkeypatch):

@@ -4,12 +4,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guard.answers import Answer, AnswerKind, cluster_answers
+from guard.answers import cluster_answers, normalize_answer, representative
 from guard.consistency import analyze_ars
 from guard.policy import Policy, decide
 from guard.scorers import SCORERS, ScoringInput, select
 
-FINALS = ["12", "11", "30", None]
+# "5" fits both "5 km" and "5 m", which do not match each other: equivalence is not transitive.
+FINALS = ["12", "11", "30", None, "5 km", "5 m", "5", "5 kilometers"]
 STEPS = ["5", "7", "12", "30", ""]  # "" = the probe went unanswered; 12 and 30 can echo the finals
 
 
@@ -41,18 +42,19 @@ def path_sets(draw):
 
 
 def run_core(finals, steps, soft, tokens, scorer, policy):
-    answers = [Answer(f, f, AnswerKind.NUMBER) if f else None for f in finals]
+    answers = [normalize_answer(f) if f else None for f in finals]
     ars = None
     if steps:
         ars = analyze_ars([f"s{k}" for k in range(len(steps))], steps, soft,
-                          final_answers=[f or "" for f in finals], question="How many?",
+                          final_answers=[a.normalized if a else "" for a in answers], question="How many?",
                           ffs_threshold=policy.ffs_agreement)
     inp = ScoringInput(answers, cluster_answers(answers), tokens, ars)
     sel = select(SCORERS[scorer], inp)
     winner = list(inp.clusters[sel.winner]) if sel.winner is not None else []
     verdict = decide(sel, ars, winner, scorer, policy)
     ffs = sorted((f or 0) for f in ars.first_failure_step) if ars else []
-    answer = answers[winner[0]].normalized if winner else None
+    rep = answers[representative(answers, winner)] if winner else None
+    answer = (rep.normalized, rep.unit) if rep else None
     return verdict.decision, verdict.abstain_reason, answer, round(sel.confidence, 9), verdict.region, ffs
 
 
