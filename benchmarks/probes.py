@@ -164,9 +164,16 @@ async def run(args) -> dict:
     sent: list[int] = []
     generate_many = engine.generate_many
 
+    dumped: list[dict] = []
+    current: dict = {}
+
     async def counted(prompts, spec, request_id):
         sent.append(len(prompts))
-        return await generate_many(prompts, spec, request_id)
+        results = await generate_many(prompts, spec, request_id)
+        if args.dump is not None:
+            dumped.extend({**current, "text": c.text, "tokens": c.num_tokens, "truncated": c.truncated}
+                          for r in results for c in r.completions)
+        return results
 
     engine.generate_many = counted
     tallies = {v: Tally() for v in variants}
@@ -190,6 +197,7 @@ async def run(args) -> dict:
                 await warm_as_served(engine, as_sampled, f"{params.request_id}-warm-{j}")
                 clock = StageClock()
                 sent.clear()
+                current.update(problem=problem.id, variant=variant.name)
                 outcome = await stages[variant].run(params, [], paths, list(subs), clock, Budget())
                 tally = tallies[variant]
                 probe_ms = clock.timings_ms.get(Stage.PROBE, 0.0)
@@ -207,6 +215,9 @@ async def run(args) -> dict:
                       f"{clock.timings_ms.get(Stage.SCORE, 0.0):.0f} ms", file=sys.stderr, flush=True)
     finally:
         await engine.shutdown()
+        if args.dump is not None:
+            args.dump.parent.mkdir(parents=True, exist_ok=True)
+            args.dump.write_text("".join(json.dumps(d) + "\n" for d in dumped))
     return {v.name: tallies[v].summary() for v in variants}
 
 
@@ -222,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="registered model name or model directory (default: the serve default)")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/probes.json"))
+    p.add_argument("--dump", type=Path, help="also write every probe completion here (JSONL: problem, variant, "
+                   "text, tokens, truncated)")
     args = p.parse_args(argv)
     results = asyncio.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
