@@ -170,7 +170,7 @@ async def run(args) -> dict:
     async def counted(prompts, spec, request_id):
         sent.append(len(prompts))
         results = await generate_many(prompts, spec, request_id)
-        if args.dump is not None:
+        if args.dump is not None and current:
             dumped.extend({**current, "text": c.text, "tokens": c.num_tokens, "truncated": c.truncated}
                           for r in results for c in r.completions)
         return results
@@ -199,6 +199,7 @@ async def run(args) -> dict:
                 sent.clear()
                 current.update(problem=problem.id, variant=variant.name)
                 outcome = await stages[variant].run(params, [], paths, list(subs), clock, Budget())
+                current.clear()  # the next variant's cache warm-up is no probe
                 tally = tallies[variant]
                 probe_ms = clock.timings_ms.get(Stage.PROBE, 0.0)
                 tally.ratios.append(probe_ms / sample_ms)

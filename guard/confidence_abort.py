@@ -89,5 +89,7 @@ class ConfidenceWatch:
                     return update.result
                 window.add(update.new_top_logprobs)
                 if self.threshold is not None and window.lowest < self.threshold:
-                    return GenerationResult([], prompt_tokens=0, aborted_tokens=update.num_tokens)
+                    return GenerationResult([], prompt_tokens=update.prompt_tokens,
+                                            cached_prompt_tokens=update.cached_prompt_tokens,
+                                            aborted_tokens=update.num_tokens)
         raise EngineError("the engine's path stream ended without a result")

@@ -166,15 +166,18 @@ class ScriptedEngine:
         assert spec.n == 1
         (text,) = self._next_paths(request_id, 1)
         completion = self._completion(text, spec)
+        prompt_tokens = len(prompt.text.split())
         sent = 0
         try:
             await self._wait("sample")
             self.in_flight += 1
+            # As vLLM: the prompt (and its cached part) is known from the first token on.
+            cached = self._cache(prompt.text, [completion])
             try:
                 for sent in range(1, completion.num_tokens + 1):
                     if self.word_seconds:
                         await asyncio.sleep(self.word_seconds)
-                    yield PathUpdate(sent, completion.top_logprobs[sent - 1:sent])
+                    yield PathUpdate(sent, completion.top_logprobs[sent - 1:sent], None, prompt_tokens, cached)
             finally:
                 self.in_flight -= 1
         except (asyncio.CancelledError, GeneratorExit):
@@ -184,9 +187,8 @@ class ScriptedEngine:
         self.calls.append(("sample", 1))
         self.specs.append(("sample", spec))
         self.prompts.append(("sample", prompt))
-        result = GenerationResult([completion], prompt_tokens=len(prompt.text.split()),
-                                  cached_prompt_tokens=self._cache(prompt.text, [completion]))
-        yield PathUpdate(completion.num_tokens, [], result)
+        result = GenerationResult([completion], prompt_tokens=prompt_tokens, cached_prompt_tokens=cached)
+        yield PathUpdate(completion.num_tokens, [], result, prompt_tokens, cached)
 
     def _next_ars(self) -> str:
         if isinstance(self.ars, str):

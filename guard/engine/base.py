@@ -106,13 +106,18 @@ class PathUpdate:
     num_tokens: int
     new_top_logprobs: list[list[float]]
     result: GenerationResult | None = None
+    # The request's prompt and the part of it served from the prefix cache (0 where not known yet), so
+    # a path aborted before its end still accounts for the prompt it was given.
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
 
 async def whole_path(result: Awaitable[GenerationResult]) -> AsyncIterator[PathUpdate]:
     """`Engine.stream` for engines that only see a path once it is done: one update, the last."""
     done = await result
     completion = done.completions[0]
-    yield PathUpdate(completion.num_tokens, completion.top_logprobs, done)
+    yield PathUpdate(completion.num_tokens, completion.top_logprobs, done, done.prompt_tokens,
+                     done.cached_prompt_tokens)
 
 
 @dataclass(frozen=True)

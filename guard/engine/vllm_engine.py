@@ -321,13 +321,15 @@ class VllmEngine(VllmScoring, VllmSubmission):
                 c = out.outputs[0]
                 new = top_logprobs(c, spec, seen)
                 seen = len(c.logprobs or ())
-                yield PathUpdate(len(c.token_ids), new)
+                yield PathUpdate(len(c.token_ids), new, None, len(out.prompt_token_ids or ()),
+                                 int(out.num_cached_tokens or 0))
         if last is None:
             yield PathUpdate(0, [], GenerationResult.aborted(1))
             return
         tail = top_logprobs(last.outputs[0], spec, seen)
         result = to_generation_result(last, spec)
-        yield PathUpdate(result.completions[0].num_tokens, tail, result)
+        yield PathUpdate(result.completions[0].num_tokens, tail, result, result.prompt_tokens,
+                         result.cached_prompt_tokens)
 
     async def generate_many(
         self, prompts: Sequence[Prompt], spec: SampleSpec, request_id: str

@@ -192,3 +192,16 @@ def test_adaptive_knobs_are_validated(field, value):
 )
 def test_tokens_saved_against_the_fixed_plan(report, saved):
     assert report.tokens_saved(10.0) == saved
+
+
+async def test_a_low_confidence_abort_accounts_for_its_prompt():
+    from guard.confidence_abort import AbortRule, ConfidenceWatch
+    from tests.scripted_engine import UNSURE_WORD
+
+    sure = "3 + 4 = 7. Answer: 7"
+    unsure = " ".join([UNSURE_WORD] * 30) + " Answer: 9"
+    engine = ScriptedEngine(paths=(sure, sure, sure, sure, unsure, sure, sure, sure), word_seconds=0.001)
+    watch = ConfidenceWatch(AbortRule(4, window=4))
+    out = await stream(engine, min_paths=8, parallel=8, watch=watch)
+    assert out.report.aborted_low_confidence == 1
+    assert out.result.prompt_tokens == 3 * out.report.started
