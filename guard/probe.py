@@ -88,6 +88,13 @@ _LEADING_VALUE_RE = re.compile(
 )
 
 
+# A value, then words with another number in them ("110 miles in 2 hours"): the value is the answer,
+# and the text as a whole would read as no number at all.
+_VALUE_THEN_NUMBERED_WORDS_RE = re.compile(
+    r"\s*(?P<value>[-−]?[$€£¥]?\s*\d[\d,]*(?:\.\d+)?%?)\s+[A-Za-z][^\d]*\d"
+)
+
+
 # The first equation's result followed by more text: a number that the cut cannot have shortened.
 _COMPLETE_FIRST_RESULT_RE = re.compile(
     r"\s*(?P<value>[-−]?[$€£¥]?\s*\d(?:\d|,(?=\d))*(?:\.\d+)?%?)(?=[^\d.,]|[.,]\D)"
@@ -127,7 +134,7 @@ def _short(raw: str) -> str:
             line = first_clause
         else:
             result = _CLAUSE_END_RE.split(line.split("=", 1)[1], maxsplit=1)[0].split("=", 1)[0]
-            lead = _LEADING_VALUE_RE.match(result)
+            lead = _LEADING_VALUE_RE.match(result) or _VALUE_THEN_NUMBERED_WORDS_RE.match(result)
             line = lead.group("value") if lead is not None else result
     line = line.strip().rstrip(".").strip()
     # The close of a bracket the value sat in: "12 (7 + 5 = 12)" is 12.

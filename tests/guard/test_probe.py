@@ -31,6 +31,9 @@ import pytest
         # Short answers that write their calculation, as the continue format's examples teach.
         (" 7 * 7 - 17 = 49 - 17 = 32", "49"),
         (" 30 * 5 = 150 miles.", "150 miles"),
+        # Words with another number after the value: the value alone ("110 miles in 2 hours" is no number).
+        (" 55 * 2 = 110 miles in 2 hours.", "110"),
+        (" 3 * 8 = $24 for 3 shirts", "$24"),
         (" Paris, France", "Paris, France"),  # no equation: the line as written
     ],
 )
