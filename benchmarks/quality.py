@@ -191,7 +191,9 @@ def model_label(requested: str | None) -> str:
 def records_file_name(name: str, ars: str, args) -> str:
     """Cache of one dataset's records; the model and settings that change the samples or scores are in the name."""
     parts = [model_label(args.model), Path(name).stem, ars, args.prompt_style, f"n{args.num_paths}"]
-    if args.score_mode != Defaults.score_mode.value:
+    # Against `contested`, the default when most cached records were made (not today's default, `hard`),
+    # so a cache of contested scores is never read as a run of another mode.
+    if args.score_mode != ScoreMode.CONTESTED.value:
         parts.append(f"score-{args.score_mode}")
     if args.probe_max_tokens != GuardConfig.probe_max_tokens:
         parts.append(f"probe{args.probe_max_tokens}")

@@ -68,7 +68,7 @@ class Defaults:
     max_tokens: int = 256
     mode: Mode = Mode.GUARD
     scorer: str = "trace"
-    score_mode: ScoreMode = ScoreMode.CONTESTED
+    score_mode: ScoreMode = ScoreMode.HARD
     # Adaptive sampling (guard.sampling): off until the benchmarks say it should be on.
     adaptive: bool = False
     min_paths: int = 4

@@ -24,3 +24,12 @@ async def test_adaptive_sampling_records_fewer_paths_under_their_own_name(tmp_pa
     # run would count its prompt again, which vLLM serves from the cache.
     assert sum(r.generated_tokens for r in adaptive["words:gold"].values()) < sum(
         r.generated_tokens for r in fixed["words:gold"].values())
+
+
+def test_records_of_each_score_mode_have_their_own_cache_file():
+    argv = ["--data", "words:gold"]
+    names = {m: quality.records_file_name("words", "gold", quality.build_parser().parse_args([*argv, "--score-mode", m]))
+             for m in ("hard", "contested", "full")}
+    assert len(set(names.values())) == 3
+    # Caches made before `hard` became the default (contested scores, no suffix) keep their name.
+    assert "score-" not in names["contested"] and "score-hard" in names["hard"]

@@ -76,7 +76,7 @@ async def test_slow_probing_is_cut_short_and_the_answer_still_comes_back():
 async def test_slow_scoring_is_cut_short_and_hard_agreement_is_used():
     engine = ScriptedEngine(paths=[GOOD, " 1 + 2 = 3\nAnswer: 3", GOOD], probe=split_probe,
                             kind_delay={"score": 5.0})
-    result = await GuardPipeline(engine).run(params(num_paths=3, latency_budget_ms=300))
+    result = await GuardPipeline(engine).run(params(num_paths=3, latency_budget_ms=300, score_mode="contested"))
     assert result.degraded_stages == ["score"]
     assert any("scoring cut short" in n for n in result.notes)
     assert result.ars_source is ArsSource.REQUEST

@@ -58,14 +58,16 @@ def test_guarded_request_with_request_ars(channel):
 
 def test_model_generated_ars_then_cache_hit(channel):
     question = "A box holds 4 pens. Lisa buys 3 boxes and loses 2 pens. How many pens does she have?"
-    first = stub(channel).Guard(pb.GuardRequest(question=question, num_paths=4, max_tokens=64), timeout=300)
+    # Scored (contested, not the default hard), so the real engine runs every stage.
+    request = pb.GuardRequest(question=question, num_paths=4, max_tokens=64, score_mode="contested")
+    first = stub(channel).Guard(request, timeout=300)
     # Structured output makes ARS generation succeed on the real engine; validation may still drop items.
     assert first.ars_source in (pb.ARS_SOURCE_MODEL, pb.ARS_SOURCE_NONE)
     if first.ars_source == pb.ARS_SOURCE_NONE:
         pytest.fail(f"model-generated ARS failed: {first.ars_error}")
     assert 1 <= len(first.sub_questions) <= 8
     assert {t.stage for t in first.timings} >= {"ars", "probe", "score"}
-    second = stub(channel).Guard(pb.GuardRequest(question=question, num_paths=4, max_tokens=64), timeout=300)
+    second = stub(channel).Guard(request, timeout=300)
     assert second.ars_source == pb.ARS_SOURCE_CACHE
     assert [r.sub_question for r in second.sub_questions] == [r.sub_question for r in first.sub_questions]
 

@@ -126,7 +126,8 @@ def inprocess_float32(tmp_path_factory):
 
 def test_upstream_gives_the_same_response_as_the_in_process_engine(inprocess_float32, upstream_sidecar):
     request = {"question": QUESTION, "sub_questions": SUB_QUESTIONS, "num_paths": 4, "temperature": 0.8, "seed": 1234,
-                   "max_tokens": 64, "scorer": "trace", "mode": pb.MODE_GUARD, "return_paths_text": True}
+                   "max_tokens": 64, "scorer": "trace", "score_mode": "contested", "mode": pb.MODE_GUARD,
+                   "return_paths_text": True}
     local = _guard(inprocess_float32.address, **request)
     remote = _guard(upstream_sidecar.address, **request)
     assert remote.arm == pb.ARM_GUARD

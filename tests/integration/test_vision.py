@@ -99,7 +99,8 @@ def test_image_request_is_fully_guarded_and_reuses_the_image_prefix(stub, vision
     resp = stub.Guard(
         pb.GuardRequest(
             question=QUESTION, images=[png_image(shapes_png("red", 3))], sub_questions=SUB_QUESTIONS,
-            num_paths=4, max_tokens=32, temperature=1.0, seed=5, scorer="trace", return_paths_text=True,
+            num_paths=4, max_tokens=32, temperature=1.0, seed=5, scorer="trace", score_mode="contested",
+            return_paths_text=True,
         ),
         timeout=300,
     )

@@ -105,7 +105,7 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
     from server.pb import guard_pb2_grpc
     from tests.server.conftest import start_server, stop_server
 
-    args = build_parser().parse_args(["serve", "--score-mode", "hard", "--probe-max-tokens", "20", "--num-paths", "5",
+    args = build_parser().parse_args(["serve", "--score-mode", "full", "--probe-max-tokens", "20", "--num-paths", "5",
                                       "--probe-format", "continue", "--ars-retry-samples", "0"])
     config = guard_config(args)
     assert config.probe_max_tokens == 20 and config.probe_format.value == "continue"
@@ -113,12 +113,13 @@ async def test_serve_flags_set_the_defaults_that_get_info_reports():
     handle = await start_server(ScriptedEngine(), config)
     try:
         info = await guard_pb2_grpc.GuardServiceStub(handle.channel).GetInfo(pb.GetInfoRequest())
-        assert info.defaults.score_mode == "hard" and info.defaults.num_paths == 5
+        assert info.defaults.score_mode == "full" and info.defaults.num_paths == 5
     finally:
         await stop_server(handle)
     default = guard_config(build_parser().parse_args(["serve"]))
-    # The probe defaults follow the probes benchmark (benchmarks/README.md, "Probes that read ...").
-    assert default.defaults.score_mode.value == "contested" and default.probe_max_tokens == 24
+    # The probe defaults follow the probes benchmark (benchmarks/README.md, "Probes that read ..."), the
+    # score mode the replay of soft scores against hard agreement ("Soft scores against hard agreement").
+    assert default.defaults.score_mode.value == "hard" and default.probe_max_tokens == 24
     # The default scorer follows the evaluation (benchmarks/README.md, "Does the guard help?").
     assert default.defaults.scorer == "majority"
     assert default.probe_format.value == "continue" and default.probe_read.value == "greedy"

@@ -14,8 +14,9 @@ from tests.scripted_engine import ScriptedEngine
 from tests.server.conftest import start_server, stop_server
 
 GOOD = " 7 + 5 = 12.\nAnswer: 12"
+# Scored (contested), so a request goes through every kind of engine call: sample, probe and score.
 REQUEST = pb.GuardRequest(question="Tom has 7 apples and buys 5. How many?", num_paths=3,
-                          sub_questions=["How many at first?"])
+                          sub_questions=["How many at first?"], score_mode="contested")
 
 
 def split_probe(path: str, sub: str) -> str:
