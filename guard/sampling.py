@@ -289,9 +289,10 @@ async def sample_stream(
 
 def _merge(results: Sequence[GenerationResult], dropped: Sequence[GenerationResult]) -> GenerationResult:
     """The finished paths as one result; the dropped ones add their prompts and the tokens they generated."""
+    every = [*results, *dropped]
     return GenerationResult(
         [c for r in results for c in r.completions],
-        prompt_tokens=sum(r.prompt_tokens for r in [*results, *dropped]),
-        cached_prompt_tokens=sum(r.cached_prompt_tokens for r in [*results, *dropped]),
-        aborted_tokens=sum(r.aborted_tokens for r in [*results, *dropped]),
+        prompt_tokens=sum(r.prompt_tokens for r in every),
+        cached_prompt_tokens=sum(r.cached_prompt_tokens for r in every),
+        aborted_tokens=sum(r.aborted_tokens for r in every),
     )

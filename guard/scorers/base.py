@@ -64,7 +64,7 @@ def select(scorer: Scorer, inp: ScoringInput) -> Selection:
         return Selection(None, weights, [], 0.0, 0.0, 0.0, 0.0, False)
     order = sorted(
         range(len(inp.clusters)),
-        key=lambda c: (-round(cluster_weights[c], 9), -len(inp.clusters[c]), _cluster_key(inp, c)),
+        key=lambda c: (-round(cluster_weights[c], 9), -len(inp.clusters[c]), cluster_name(inp.answers, inp.clusters[c])),
     )
     winner = order[0]
     total_weight = math.fsum(weights)
@@ -84,6 +84,3 @@ def select(scorer: Scorer, inp: ScoringInput) -> Selection:
         is_tie=is_tie,
     )
 
-
-def _cluster_key(inp: ScoringInput, cluster: int) -> tuple[str, str]:
-    return cluster_name(inp.answers, inp.clusters[cluster])
