@@ -54,7 +54,8 @@ def compare(records: Sequence[replay.Record], policy: Policy, resamples: int = 1
     accepted = {m: np.array([o.accepted for o in outs], dtype=bool) for m, outs in outcomes.items()}
 
     def stats(idx: np.ndarray) -> dict[str, float]:
-        a = {m: _auroc(conf[m][idx], right[m][idx]) for m in MODES}
+        # A gate's abstention (-inf) ranks below every confidence; one class gives nan.
+        a = {m: auroc(list(conf[m][idx]), list(right[m][idx])) for m in MODES}
         return {"auroc_soft": a["soft"], "auroc_hard": a["hard"], "auroc_hard_minus_soft": a["hard"] - a["soft"]}
 
     ci = paired_bootstrap(len(records), stats, resamples, seed=seed)
@@ -65,13 +66,6 @@ def compare(records: Sequence[replay.Record], policy: Policy, resamples: int = 1
         **{f"accepted_{m}": int(accepted[m].sum()) for m in MODES},
         **{f"right_among_accepted_{m}": int((accepted[m] & right[m]).sum()) for m in MODES},
     }
-
-
-def _auroc(confidence: np.ndarray, correct: np.ndarray) -> float:
-    if correct.all() or not correct.any():
-        return float("nan")
-    # A gate's abstention (-inf) ranks below every confidence.
-    return auroc(list(np.where(np.isinf(confidence), -1e9, confidence)), list(correct))
 
 
 def main(argv: list[str] | None = None) -> int:
